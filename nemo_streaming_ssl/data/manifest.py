@@ -1,0 +1,191 @@
+"""NeMo-style JSON-lines manifests: build them from audio folders and validate them before training.
+
+A manifest line is ``{"audio_filepath": str, "duration": float, "text": str}``. Relative audio paths
+are resolved against the manifest's folder, as NeMo does. Validation reads every file's header with
+soundfile and fails before training, naming the manifest line, the file and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import soundfile as sf
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+# Manifest duration and real duration may differ by rounding; more than this means a stale manifest.
+DURATION_TOLERANCE_S = 0.05
+
+
+class ManifestError(ValueError):
+    """A manifest, or an audio file it names, cannot be used. The message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    audio_filepath: str
+    duration: float
+    text: str = ""
+    line_no: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"audio_filepath": self.audio_filepath, "duration": self.duration, "text": self.text})
+
+
+@dataclass
+class ManifestReport:
+    """What validation found: usable entries and those NeMo would drop for their duration (counted, never silent)."""
+
+    path: Path
+    entries: list[ManifestEntry] = field(default_factory=list)
+    out_of_range: list[ManifestEntry] = field(default_factory=list)
+
+    @property
+    def hours(self) -> float:
+        return sum(e.duration for e in self.entries) / 3600.0
+
+    def summary(self) -> str:
+        text = f"{self.path}: {len(self.entries)} utterances, {self.hours:.3f} h"
+        if self.out_of_range:
+            lost_s = sum(e.duration for e in self.out_of_range)
+            text += f"; {len(self.out_of_range)} more ({lost_s:.1f} s) outside the duration limits are skipped"
+        return text
+
+
+def probe_audio(path: str | Path, sample_rate: int) -> float:
+    """Return the duration in seconds of a mono audio file at ``sample_rate``; raise ManifestError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: audio file not found")
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises its own error types, all meaning "unreadable"
+        raise ManifestError(f"{path}: unreadable audio ({exc}); re-encode it as WAV or FLAC or drop it") from exc
+    if info.frames <= 0:
+        raise ManifestError(f"{path}: zero-length audio; drop it from the manifest")
+    if info.samplerate != sample_rate:
+        raise ManifestError(
+            f"{path}: sample rate {info.samplerate} Hz, the model expects {sample_rate} Hz; "
+            f"resample it, e.g. `sox {path} -r {sample_rate} out.wav`"
+        )
+    if info.channels != 1:
+        raise ManifestError(f"{path}: {info.channels} channels, expected mono; mix it down, e.g. `sox {path} -c 1 out.wav`")
+    return info.frames / info.samplerate
+
+
+def read_manifest(path: str | Path) -> list[ManifestEntry]:
+    """Parse a manifest without touching the audio. Paths come back absolute."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    entries = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
+            if not isinstance(item, dict) or "audio_filepath" not in item:
+                raise ManifestError(f'{where}: each line must be a JSON object with "audio_filepath"')
+            duration = item.get("duration")
+            if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0:
+                raise ManifestError(f'{where}: "duration" must be a positive number of seconds, got {duration!r}')
+            audio = Path(item["audio_filepath"])
+            if not audio.is_absolute():
+                audio = path.parent / audio
+            entries.append(ManifestEntry(str(audio), float(duration), str(item.get("text", "")), line_no))
+    if not entries:
+        raise ManifestError(f"{path}: empty manifest (no utterances)")
+    return entries
+
+
+def validate_manifest(
+    path: str | Path,
+    sample_rate: int,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+) -> ManifestReport:
+    """Check every line and every audio file of a manifest; raise ManifestError on the first bad one.
+
+    Entries outside [min_duration, max_duration] are not errors (NeMo drops them by design) but are
+    counted in the report, and a manifest left with no usable entry is an error.
+    """
+    report = ManifestReport(Path(path))
+    for entry in read_manifest(path):
+        try:
+            real = probe_audio(entry.audio_filepath, sample_rate)
+        except ManifestError as exc:
+            raise ManifestError(f"{path}:{entry.line_no}: {exc}") from None
+        if abs(real - entry.duration) > DURATION_TOLERANCE_S:
+            raise ManifestError(
+                f"{path}:{entry.line_no}: duration says {entry.duration:.3f} s but {entry.audio_filepath} "
+                f"lasts {real:.3f} s; rebuild the manifest with scripts/build_manifest.py"
+            )
+        too_short = min_duration is not None and entry.duration < min_duration
+        too_long = max_duration is not None and entry.duration > max_duration
+        (report.out_of_range if too_short or too_long else report.entries).append(entry)
+    if not report.entries:
+        raise ManifestError(
+            f"{path}: all {len(report.out_of_range)} utterances lie outside the duration limits "
+            f"[{min_duration}, {max_duration}] s; widen min_duration/max_duration"
+        )
+    return report
+
+
+def transcript_for(audio: Path) -> str:
+    """The transcript of an audio file: the text of a sidecar ``<stem>.txt`` if there is one."""
+    sidecar = audio.with_suffix(".txt")
+    return sidecar.read_text(encoding="utf-8").strip() if sidecar.is_file() else ""
+
+
+def scan_audio_dir(audio_dir: str | Path, sample_rate: int) -> list[ManifestEntry]:
+    """Every WAV/FLAC under ``audio_dir`` (sorted), validated, with durations and sidecar transcripts."""
+    audio_dir = Path(audio_dir)
+    if not audio_dir.is_dir():
+        raise ManifestError(f"{audio_dir}: not a directory")
+    files = sorted(p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise ManifestError(f"{audio_dir}: no {'/'.join(AUDIO_SUFFIXES)} files found")
+    return [ManifestEntry(str(p.resolve()), round(probe_audio(p, sample_rate), 4), transcript_for(p)) for p in files]
+
+
+def write_manifest(entries: Iterable[ManifestEntry], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(e.to_json() + "\n" for e in entries), encoding="utf-8")
+    return path
+
+
+def split_entries(
+    entries: Sequence[ManifestEntry], val_fraction: float, seed: int
+) -> tuple[list[ManifestEntry], list[ManifestEntry]]:
+    """Deterministic train/validation split; both sides keep at least one entry when there are two or more."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ManifestError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    order = list(range(len(entries)))
+    random.Random(seed).shuffle(order)
+    num_val = round(len(entries) * val_fraction)
+    if val_fraction > 0 and len(entries) >= 2:
+        num_val = min(max(num_val, 1), len(entries) - 1)
+    val_ids = set(order[:num_val])
+    train = [e for i, e in enumerate(entries) if i not in val_ids]
+    val = [e for i, e in enumerate(entries) if i in val_ids]
+    return train, val
+
+
+def build_manifests(
+    audio_dir: str | Path, out_dir: str | Path, sample_rate: int = 16000, val_fraction: float = 0.1, seed: int = 0
+) -> dict[str, Path]:
+    """Folder of audio -> ``train.json`` (and ``val.json`` when val_fraction > 0) in ``out_dir``."""
+    train, val = split_entries(scan_audio_dir(audio_dir, sample_rate), val_fraction, seed)
+    paths = {"train": write_manifest(train, Path(out_dir) / "train.json")}
+    if val:
+        paths["val"] = write_manifest(val, Path(out_dir) / "val.json")
+    return paths

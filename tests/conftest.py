@@ -1,0 +1,13 @@
+"""Shared fixtures: a small espeak-ng corpus made once per test session (no downloads)."""
+
+from pathlib import Path
+
+import pytest
+
+from nemo_streaming_ssl.data.corpus import make_corpus
+
+
+@pytest.fixture(scope="session")
+def speech_corpus(tmp_path_factory) -> dict[str, Path]:
+    """24 short utterances (train/val split) and 4 noise files, with manifests: keys train, val, noise."""
+    return make_corpus(tmp_path_factory.mktemp("corpus"), num_utterances=24, num_noise=4, seed=1234, progress=False)
