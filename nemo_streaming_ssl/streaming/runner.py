@@ -28,7 +28,9 @@ from pathlib import Path
 
 import torch
 from nemo.core import ModelPT
+from nemo.core.classes.common import typecheck
 
+from ..receptive_field import ReceptiveField
 from .audio_input import as_mono_float, check_sample_rate
 from .compat import NotStreamableError, StreamingSpec, streaming_spec
 from .features import StreamingLogMel
@@ -44,7 +46,10 @@ class StreamOutput:
 
     first_frame: int  # index of frames[0] in the stream's encoder output
     frames: torch.Tensor  # (T, D) encoder output
-    log_probs: torch.Tensor | None = None  # (T, C) or (T, C, H) NEST token log-probabilities, if asked
+    # (T, C) or (T, C, H) NEST token log-probabilities per frame, if asked; row i is the model's
+    # prediction of token first_token + i (token k = mel frames [8k, 8k+7]; negative: no token)
+    log_probs: torch.Tensor | None = None
+    first_token: int | None = None
 
 
 class StreamingEncoderRunner:
@@ -85,8 +90,13 @@ class StreamingEncoderRunner:
         self.chunk_frames = self._resolve_chunk(chunk_frames, chunk_ms)
         self.att_cache_frames = self._resolve_att_cache(max_left_context_frames)
         self.posteriors = posteriors
-        if posteriors and getattr(model, "decoder", None) is None:
-            raise NotStreamableError(f"{type(model).__name__} has no decoder: token posteriors are not available")
+        if posteriors:
+            if getattr(model, "decoder", None) is None:
+                raise NotStreamableError(f"{type(model).__name__} has no decoder: token posteriors are not available")
+            with torch.inference_mode():  # (0, C[, H]): what a stream with no new frame gets
+                probe = model.decoder(encoder_output=torch.zeros(1, self.spec.d_model, 1, device=self.device))
+            self._no_log_probs = probe[0, :0]
+        self.token_frame_offset = self._token_frame_offset()
         self.num_layers = len(self.encoder.layers)
         _, conv_cache, _ = self.encoder.get_initial_cache_state(batch_size=1, device=self.device)
         self._conv_cache_shape = conv_cache[:, 0].shape  # (L, D, K-1)
@@ -110,6 +120,18 @@ class StreamingEncoderRunner:
                 f"att_context_size {att_context_size} is not one this encoder was trained with: {options}"
             )
         self.encoder.set_default_att_context_size(att_context_size)
+
+    def _token_frame_offset(self) -> int:
+        """Encoder frame that predicts NEST token 0 (token k is predicted by frame k + offset)."""
+        if not hasattr(self.model, "receptive_field"):  # stock NEST scores frame t against token t
+            return 0
+        field = ReceptiveField.from_att_context(
+            self.encoder.att_context_size,
+            self.encoder.att_context_style,
+            self.encoder.subsampling_factor,
+            len(self.encoder.layers),
+        )
+        return int(field.prediction_frame(torch.tensor(0)))
 
     @property
     def frame_ms(self) -> float:
@@ -232,6 +254,7 @@ class StreamingEncoderRunner:
 
     def _run_ready_steps(self, state: StreamingState) -> list[StreamOutput]:
         emitted: list[list[StreamOutput]] = [[] for _ in state.streams]
+        state.last_steps = []
         while True:
             groups: dict[int, list[int]] = defaultdict(list)
             for b, stream in enumerate(state.streams):
@@ -281,26 +304,23 @@ class StreamingEncoderRunner:
         if self.encoder.max_audio_length < cache_frames + self.chunk_frames:
             self.encoder.set_max_audio_length(cache_frames + self.chunk_frames)
 
-        encoded, encoded_len, att_next, conv_next, _ = self.encoder.cache_aware_stream_step(
-            processed_signal=signal,
-            processed_signal_length=lengths,
-            cache_last_channel=att_cache,
-            cache_last_time=conv_cache,
-            cache_last_channel_len=torch.tensor(valid, device=self.device),
-            keep_all_outputs=True,
-            drop_extra_pre_encoded=drop,
-        )
-        log_probs = self.model.decoder(encoder_output=encoded) if self.posteriors else None
+        with typecheck.disable_checks():  # NeMo's per-call type checks cost more than a small chunk's compute
+            encoded, encoded_len, att_next, conv_next, _ = self.encoder.cache_aware_stream_step(
+                processed_signal=signal,
+                processed_signal_length=lengths,
+                cache_last_channel=att_cache,
+                cache_last_time=conv_cache,
+                cache_last_channel_len=torch.tensor(valid, device=self.device),
+                keep_all_outputs=True,
+                drop_extra_pre_encoded=drop,
+            )
+            log_probs = self.model.decoder(encoder_output=encoded) if self.posteriors else None
 
         outputs, frames = [], []
         for i, (b, e, take, x) in enumerate(zip(members, encs, takes, inputs)):
             n = int(encoded_len[i])
             outputs.append(
-                StreamOutput(
-                    first_frame=e.frames_emitted,
-                    frames=encoded[i, :, :n].T,
-                    log_probs=None if log_probs is None else log_probs[i, :n],
-                )
+                self._output(e.frames_emitted, encoded[i, :, :n].T, None if log_probs is None else log_probs[i, :n])
             )
             frames.append(n)
             keep = min(valid[i] + n, self.att_cache_frames)
@@ -316,7 +336,10 @@ class StreamingEncoderRunner:
             stream = state.streams[b]
             if stream.ended and e.pending_mels.shape[1] == 0:
                 stream.done = True
-        state.steps.append(StepRecord(streams=list(members), frames=frames, seconds=time.perf_counter() - start))
+        seconds = time.perf_counter() - start
+        state.last_steps.append(StepRecord(streams=list(members), frames=frames, seconds=seconds))
+        state.num_steps += 1
+        state.encoder_seconds += seconds
         return outputs
 
     def _warn_sliding(self) -> None:
@@ -329,14 +352,17 @@ class StreamingEncoderRunner:
             )
             self._warned_sliding = True
 
+    def _output(self, first_frame: int, frames: torch.Tensor, log_probs: torch.Tensor | None) -> StreamOutput:
+        first_token = first_frame - self.token_frame_offset if self.posteriors else None
+        return StreamOutput(first_frame=first_frame, frames=frames, log_probs=log_probs, first_token=first_token)
+
     def _join(self, outs: list[StreamOutput], stream: StreamState) -> StreamOutput:
         if not outs:
             empty = torch.zeros(0, self.spec.d_model, device=self.device)
-            return StreamOutput(first_frame=stream.encoder.frames_emitted, frames=empty, log_probs=None)
-        log_probs = None
-        if self.posteriors:
-            log_probs = torch.cat([o.log_probs for o in outs])
-        return StreamOutput(first_frame=outs[0].first_frame, frames=torch.cat([o.frames for o in outs]), log_probs=log_probs)
+            log_probs = self._no_log_probs if self.posteriors else None
+            return self._output(stream.encoder.frames_emitted, empty, log_probs)
+        log_probs = torch.cat([o.log_probs for o in outs]) if self.posteriors else None
+        return self._output(outs[0].first_frame, torch.cat([o.frames for o in outs]), log_probs)
 
     # ---------------------------------------------------------------- reference
 
@@ -348,4 +374,4 @@ class StreamingEncoderRunner:
         encoded, encoded_len = self.encoder(audio_signal=feats, length=feat_len)
         n = int(encoded_len[0])
         log_probs = self.model.decoder(encoder_output=encoded)[0, :n] if self.posteriors else None
-        return StreamOutput(first_frame=0, frames=encoded[0, :, :n].T, log_probs=log_probs)
+        return self._output(0, encoded[0, :, :n].T, log_probs)

@@ -53,7 +53,9 @@ class StreamingState:
 
     streams: list[StreamState]
     sample_rate: int
-    steps: list[StepRecord] = field(default_factory=list)
+    last_steps: list[StepRecord] = field(default_factory=list)  # steps of the latest feed/flush only
+    num_steps: int = 0
+    encoder_seconds: float = 0.0  # totals since the start: memory stays flat however long the stream
     feature_seconds: float = 0.0
 
     @property
