@@ -40,7 +40,7 @@ def utterances(speech_corpus):
 
 FEATURE_OPTIONS = {
     "nemo_default": {},  # centred STFT, add-guard log, power spectrum
-    "exact_pad": {"exact_pad": True, "n_window_size": 320, "log_zero_guard_type": "clamp"},
+    "clamp_20ms": {"n_window_size": 320, "log_zero_guard_type": "clamp"},
     "no_preemph": {"preemph": None, "mag_power": 1.0, "n_fft": 1024, "nfilt": 64},
 }
 

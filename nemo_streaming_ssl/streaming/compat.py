@@ -19,7 +19,6 @@ from nemo.collections.asr.modules import AudioToMelSpectrogramPreprocessor, Conf
 from nemo.collections.asr.parts.preprocessing.features import FilterbankFeatures
 from nemo.collections.asr.parts.submodules.subsampling import ConvSubsampling
 
-from .features import window_geometry
 from .latency import WindowGeometry
 
 RETRAIN = (
@@ -58,16 +57,17 @@ def _normalize_kind(normalize) -> str | None:
     return str(normalize)
 
 
-def check_preprocessor(preprocessor) -> list[str]:
-    problems = []
-    if not isinstance(preprocessor, AudioToMelSpectrogramPreprocessor):
-        return [
-            f"preprocessor is {type(preprocessor).__name__}; the streaming runner supports "
-            "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor"
-        ]
-    fz = preprocessor.featurizer
+def featurizer_problems(fz) -> list[str]:
+    """Why NeMo's feature extractor ``fz`` cannot be computed piece by piece (empty: it can)."""
     if not isinstance(fz, FilterbankFeatures):
         return ["preprocessor.use_torchaudio: true; set it to false (the streaming runner mirrors FilterbankFeatures)"]
+    problems = []
+    if fz.exact_pad:
+        problems.append(
+            "preprocessor.exact_pad: true; NeMo then zeroes the last (n_fft - hop)/2 samples of every signal "
+            "(its preemphasis mask is applied after the padding), which a stream cannot know in advance; "
+            "use exact_pad: false (NeMo's default)"
+        )
     kind = _normalize_kind(fz.normalize)
     if kind is not None:
         problems.append(
@@ -77,6 +77,25 @@ def check_preprocessor(preprocessor) -> list[str]:
     if fz.frame_splicing != 1:
         problems.append(f"preprocessor.frame_splicing: {fz.frame_splicing}; the streaming runner supports 1")
     return problems
+
+
+def check_preprocessor(preprocessor) -> list[str]:
+    if not isinstance(preprocessor, AudioToMelSpectrogramPreprocessor):
+        return [
+            f"preprocessor is {type(preprocessor).__name__}; the streaming runner supports "
+            "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor"
+        ]
+    return featurizer_problems(preprocessor.featurizer)
+
+
+def window_geometry(featurizer: FilterbankFeatures) -> WindowGeometry:
+    """Where NeMo's centred STFT reads the signal (exact_pad is refused above)."""
+    return WindowGeometry(
+        hop_samples=featurizer.hop_length,
+        win_length=featurizer.win_length,
+        n_fft=featurizer.n_fft,
+        pad_samples=featurizer.n_fft // 2,
+    )
 
 
 def check_encoder(encoder) -> list[str]:

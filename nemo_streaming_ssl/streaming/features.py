@@ -1,7 +1,7 @@
 """Incremental log-mel features that equal NeMo's ``FilterbankFeatures`` on the whole signal.
 
 NeMo computes features for a whole utterance: preemphasis over the signal, a centred STFT (zero
-padding of ``pad_samples`` on both ends), magnitude, power, mel matrix, log with a guard. Every step
+padding of n_fft/2 on both ends), magnitude, power, mel matrix, log with a guard. Every step
 but the ends is local in time, so we keep a small overlap buffer and emit a mel frame as soon as the
 part of the signal its analysis window touches has arrived. At the end of the stream we pad with
 zeros exactly as the centred STFT does, and emit the remaining frames up to NeMo's ``seq_len``.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from nemo.collections.asr.parts.preprocessing.features import FilterbankFeatures, normalize_batch
 
-from .latency import WindowGeometry
+from .compat import NotStreamableError, featurizer_problems, window_geometry
 
 
 @dataclass
@@ -36,13 +36,6 @@ class FeatureStreamState:
     finished: bool = False
 
 
-def window_geometry(featurizer: FilterbankFeatures) -> WindowGeometry:
-    pad = featurizer.stft_pad_amount if featurizer.exact_pad else featurizer.n_fft // 2
-    return WindowGeometry(
-        hop_samples=featurizer.hop_length, win_length=featurizer.win_length, n_fft=featurizer.n_fft, pad_samples=pad
-    )
-
-
 class StreamingLogMel:
     """Log-mel features of NeMo's ``FilterbankFeatures``, computed piece by piece.
 
@@ -51,6 +44,9 @@ class StreamingLogMel:
     """
 
     def __init__(self, featurizer: FilterbankFeatures):
+        problems = featurizer_problems(featurizer)
+        if problems:
+            raise NotStreamableError("these features cannot be streamed exactly:\n  - " + "\n  - ".join(problems))
         self.featurizer = featurizer
         self.geometry = window_geometry(featurizer)
         self.num_mels = featurizer.nfilt

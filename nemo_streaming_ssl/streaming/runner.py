@@ -31,6 +31,7 @@ from nemo.core import ModelPT
 from nemo.core.classes.common import typecheck
 
 from ..receptive_field import ReceptiveField
+from .attention import prepare_position_tables, use_key_value_cache
 from .audio_input import as_mono_float, check_sample_rate
 from .compat import NotStreamableError, StreamingSpec, streaming_spec
 from .features import StreamingLogMel
@@ -98,6 +99,7 @@ class StreamingEncoderRunner:
             self._no_log_probs = probe[0, :0]
         self.token_frame_offset = self._token_frame_offset()
         self.num_layers = len(self.encoder.layers)
+        self.attention = use_key_value_cache(self.encoder)
         _, conv_cache, _ = self.encoder.get_initial_cache_state(batch_size=1, device=self.device)
         self._conv_cache_shape = conv_cache[:, 0].shape  # (L, D, K-1)
         self._warned_sliding = False
@@ -205,7 +207,7 @@ class StreamingEncoderRunner:
             encoder=EncoderStreamState(
                 pending_mels=torch.zeros(mels, 0, device=self.device),
                 history_mels=torch.zeros(mels, 0, device=self.device),
-                att_cache=torch.zeros(self.num_layers, 0, d_model, device=self.device),
+                att_cache=torch.zeros(self.num_layers, 0, 2 * d_model, device=self.device),
                 conv_cache=torch.zeros(self._conv_cache_shape, device=self.device),
             ),
         )
@@ -294,15 +296,14 @@ class StreamingEncoderRunner:
         # attention chunk, which keeps the chunk grid of the offline mask.
         valid = [e.att_cache.shape[1] for e in encs]
         cache_frames = self.chunk_frames + max(valid)
-        att_cache = torch.zeros(self.num_layers, len(members), cache_frames, self.spec.d_model, device=self.device)
+        att_cache = torch.zeros(self.num_layers, len(members), cache_frames, 2 * self.spec.d_model, device=self.device)
         for i, (e, c) in enumerate(zip(encs, valid)):
             if c:
                 att_cache[:, i, cache_frames - c :] = e.att_cache
         conv_cache = torch.stack([e.conv_cache for e in encs], dim=1)
         self.encoder.streaming_cfg.last_channel_cache_size = cache_frames
         self.encoder.streaming_cfg.valid_out_len = self.chunk_frames  # NeMo trims "regular" outputs to it
-        if self.encoder.max_audio_length < cache_frames + self.chunk_frames:
-            self.encoder.set_max_audio_length(cache_frames + self.chunk_frames)
+        prepare_position_tables(self.encoder, self.attention, cache_frames + self.chunk_frames)
 
         with typecheck.disable_checks():  # NeMo's per-call type checks cost more than a small chunk's compute
             encoded, encoded_len, att_next, conv_next, _ = self.encoder.cache_aware_stream_step(

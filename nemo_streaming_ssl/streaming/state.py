@@ -17,13 +17,13 @@ from .features import FeatureStreamState
 class EncoderStreamState:
     """One stream's encoder state.
 
-    ``att_cache`` holds, per layer, the attention input of the last frames (keys/values of the next
-    chunk); it grows from 0 to the left context and then stays that size.
+    ``att_cache`` holds, per layer, the keys and values of the last frames (the left context of the
+    next chunk); it grows from 0 to the left context and then stays that size.
     """
 
     pending_mels: torch.Tensor  # (F, p) final mel frames not yet consumed by the encoder
     history_mels: torch.Tensor  # (F, h) last consumed mel frames the causal subsampling still needs
-    att_cache: torch.Tensor  # (L, c, D) c <= left context
+    att_cache: torch.Tensor  # (L, c, 2D) keys | values, c <= left context
     conv_cache: torch.Tensor  # (L, D, K-1) last inputs of each causal depthwise convolution
     mels_consumed: int = 0
     frames_emitted: int = 0
