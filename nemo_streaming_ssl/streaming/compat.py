@@ -22,8 +22,8 @@ from nemo.collections.asr.parts.submodules.subsampling import ConvSubsampling
 from .latency import WindowGeometry
 
 RETRAIN = (
-    "no conversion reproduces this model's outputs: pretrain a streaming model with "
-    "conf/nest_fast-conformer_streaming*.yaml (see STREAMING_NEST.md)"
+    "These settings are part of what the model computes: no conversion reproduces its outputs in a stream. "
+    "Pretrain (or fine-tune) a streaming model with conf/nest_fast-conformer_streaming.yaml (STREAMING_NEST.md)."
 )
 FRAME_LOCAL_NORMS = ("layer_norm", "batch_norm", "fused_batch_norm")
 CAUSAL_SUBSAMPLINGS = ("striding", "dw_striding")
@@ -72,7 +72,7 @@ def featurizer_problems(fz) -> list[str]:
     if kind is not None:
         problems.append(
             f"preprocessor.normalize: {kind} uses statistics of the whole utterance, which a stream does not have "
-            f"until it ends; streaming models use normalize: NA (or fixed_mean/fixed_std); {RETRAIN}"
+            f"until it ends; streaming models use normalize: NA (or fixed_mean/fixed_std)"
         )
     if fz.frame_splicing != 1:
         problems.append(f"preprocessor.frame_splicing: {fz.frame_splicing}; the streaming runner supports 1")
@@ -110,8 +110,7 @@ def check_encoder(encoder) -> list[str]:
     if right < 0:
         problems.append(
             f"encoder.att_context_size: [{left}, {right}] is bidirectional (unlimited right context): every frame "
-            f"sees the end of the utterance; set a limited right context with att_context_style: chunked_limited; "
-            f"{RETRAIN}"
+            f"sees the end of the utterance; set a limited right context with att_context_style: chunked_limited"
         )
     elif encoder.att_context_style == "regular" and right > 0:
         problems.append(
@@ -126,17 +125,17 @@ def check_encoder(encoder) -> list[str]:
         causal = getattr(pre, "is_causal", False)
         problems.append(
             f"encoder subsampling {what} (causal_downsampling: {str(causal).lower()}) looks at future mel frames; "
-            f"streaming needs subsampling: striding or dw_striding with causal_downsampling: true; {RETRAIN}"
+            f"streaming needs subsampling: striding or dw_striding with causal_downsampling: true"
         )
     if encoder.conv_context_size[1] != 0:
         problems.append(
             f"encoder.conv_context_size: {list(encoder.conv_context_size)} gives the convolution module "
-            f"{encoder.conv_context_size[1]} frames of lookahead in every layer; use conv_context_size: causal; {RETRAIN}"
+            f"{encoder.conv_context_size[1]} frames of lookahead in every layer; use conv_context_size: causal"
         )
     norm = encoder.layers[0].conv.norm_type
     if norm not in FRAME_LOCAL_NORMS:
         problems.append(
-            f"encoder.conv_norm_type: {norm} pools statistics over time; use layer_norm (or batch_norm); {RETRAIN}"
+            f"encoder.conv_norm_type: {norm} pools statistics over time; use layer_norm (or batch_norm)"
         )
     if encoder.reduction_position is not None:
         problems.append("encoder.reduction: NeMo's cache-aware streaming does not support time reduction")
@@ -148,7 +147,7 @@ def streaming_spec(model) -> StreamingSpec:
     problems = check_preprocessor(getattr(model, "preprocessor", None)) + check_encoder(getattr(model, "encoder", None))
     if problems:
         raise NotStreamableError(
-            f"{type(model).__name__} is not a streaming model:\n  - " + "\n  - ".join(problems)
+            f"{type(model).__name__} is not a streaming model:\n  - " + "\n  - ".join(problems) + "\n" + RETRAIN
         )
     encoder = model.encoder
     left, right = encoder.att_context_size
