@@ -62,10 +62,12 @@ class StreamingEncoderRunner:
             default one attention chunk. Alternatively ``chunk_ms``.
         att_context_size: pick one of the encoder's ``att_context_size`` options (default: its first).
         max_left_context_frames: cache size for unlimited left context (``-1``). Output equals the
-            offline forward for streams up to this many frames; longer streams keep running with a
-            sliding window of this size. Default: the encoder's ``pos_emb_max_len`` (5000 frames =
-            400 s), rounded down to whole attention chunks.
+            offline forward for streams up to this many frames; longer streams keep running, each
+            frame then seeing (at least) this many frames back. Default: the encoder's
+            ``pos_emb_max_len`` (5000 frames = 400 s), rounded down to whole attention chunks.
         posteriors: also return the decoder's token log-probabilities per frame.
+        max_chunks_per_step: when a piece completes several chunks at once, they run as one encoder
+            step (same output, less overhead), up to this many.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class StreamingEncoderRunner:
         att_context_size: Sequence[int] | None = None,
         max_left_context_frames: int | None = None,
         posteriors: bool = False,
+        max_chunks_per_step: int = 16,
         device: str | torch.device | None = None,
     ):
         if device is not None:
@@ -91,6 +94,7 @@ class StreamingEncoderRunner:
         self.chunk_frames = self._resolve_chunk(chunk_frames, chunk_ms)
         self.att_cache_frames = self._resolve_att_cache(max_left_context_frames)
         self.posteriors = posteriors
+        self.max_chunks_per_step = max(1, max_chunks_per_step)
         if posteriors:
             if getattr(model, "decoder", None) is None:
                 raise NotStreamableError(f"{type(model).__name__} has no decoder: token posteriors are not available")
@@ -249,29 +253,39 @@ class StreamingEncoderRunner:
 
     # ---------------------------------------------------------------- stepping
 
-    def _needed_mels(self, enc: EncoderStreamState) -> int:
-        """Mel frames a full step consumes: the first chunk ends at mel f*(n-1), later ones take f*n."""
-        f = self.spec.subsampling_factor
-        return 1 + f * (self.chunk_frames - 1) if enc.steps == 0 else f * self.chunk_frames
+    def _needed_mels(self, enc: EncoderStreamState, chunks: int) -> int:
+        """Mel frames that ``chunks`` full chunks consume: the first chunk ends at mel f*(n-1), later ones take f*n."""
+        f, n = self.spec.subsampling_factor, self.chunk_frames
+        return 1 + f * (chunks * n - 1) if enc.steps == 0 else f * chunks * n
+
+    def _ready_chunks(self, enc: EncoderStreamState) -> int:
+        """Full chunks whose mel frames are all pending (several arrive at once with large pieces)."""
+        have, first = enc.pending_mels.shape[1], self._needed_mels(enc, 1)
+        if have < first:
+            return 0
+        later = self.spec.subsampling_factor * self.chunk_frames
+        return min(1 + (have - first) // later, self.max_chunks_per_step)
 
     def _run_ready_steps(self, state: StreamingState) -> list[StreamOutput]:
         emitted: list[list[StreamOutput]] = [[] for _ in state.streams]
         state.last_steps = []
         while True:
-            groups: dict[int, list[int]] = defaultdict(list)
+            # Streams that can step together: same frames dropped from the history, same number of chunks
+            # (0: the short last chunk of an ended stream).
+            groups: dict[tuple[int, int], list[int]] = defaultdict(list)
             for b, stream in enumerate(state.streams):
                 if stream.done:
                     continue
                 enc = stream.encoder
-                have = enc.pending_mels.shape[1]
-                if have >= self._needed_mels(enc) or (stream.ended and have > 0):
-                    groups[self._drop_frames(enc)].append(b)
+                chunks = self._ready_chunks(enc)
+                if chunks or (stream.ended and enc.pending_mels.shape[1] > 0):
+                    groups[(self._drop_frames(enc), chunks)].append(b)
                 elif stream.ended:
                     stream.done = True
             if not groups:
                 break
-            for drop, members in groups.items():
-                for b, out in zip(members, self._step(state, members, drop)):
+            for (drop, chunks), members in groups.items():
+                for b, out in zip(members, self._step(state, members, drop, chunks)):
                     emitted[b].append(out)
         return [self._join(outs, state.streams[b]) for b, outs in enumerate(emitted)]
 
@@ -280,30 +294,31 @@ class StreamingEncoderRunner:
         start_mel = enc.mels_consumed - enc.history_mels.shape[1]
         return enc.frames_emitted - start_mel // self.spec.subsampling_factor
 
-    def _step(self, state: StreamingState, members: list[int], drop: int) -> list[StreamOutput]:
-        """One chunk for the streams ``members`` (same ``drop``); the last chunk of a stream may be short."""
+    def _step(self, state: StreamingState, members: list[int], drop: int, chunks: int) -> list[StreamOutput]:
+        """``chunks`` chunks (0: the short last one) for the streams ``members``, which share ``drop``."""
         start = time.perf_counter()
         encs = [state.streams[b].encoder for b in members]
-        takes = [min(self._needed_mels(e), e.pending_mels.shape[1]) for e in encs]
+        takes = [min(self._needed_mels(e, max(chunks, 1)), e.pending_mels.shape[1]) for e in encs]
+        step_frames = max(chunks, 1) * self.chunk_frames
         inputs = [torch.cat([e.history_mels, e.pending_mels[:, :t]], dim=1) for e, t in zip(encs, takes)]
         lengths = torch.tensor([x.shape[1] for x in inputs], device=self.device)
         signal = torch.zeros(len(members), self.features.num_mels, int(lengths.max()), device=self.device)
         for i, x in enumerate(inputs):
             signal[i, :, : x.shape[1]] = x
 
-        # Attention cache: chunk_frames empty slots in front of the real left context, so NeMo's
+        # Attention cache: step_frames empty slots in front of the real left context, so NeMo's
         # fixed-size cache update drops only empty slots; the total stays a multiple of the
         # attention chunk, which keeps the chunk grid of the offline mask.
         valid = [e.att_cache.shape[1] for e in encs]
-        cache_frames = self.chunk_frames + max(valid)
+        cache_frames = step_frames + max(valid)
         att_cache = torch.zeros(self.num_layers, len(members), cache_frames, 2 * self.spec.d_model, device=self.device)
         for i, (e, c) in enumerate(zip(encs, valid)):
             if c:
                 att_cache[:, i, cache_frames - c :] = e.att_cache
         conv_cache = torch.stack([e.conv_cache for e in encs], dim=1)
         self.encoder.streaming_cfg.last_channel_cache_size = cache_frames
-        self.encoder.streaming_cfg.valid_out_len = self.chunk_frames  # NeMo trims "regular" outputs to it
-        prepare_position_tables(self.encoder, self.attention, cache_frames + self.chunk_frames)
+        self.encoder.streaming_cfg.valid_out_len = step_frames  # NeMo trims "regular" outputs to it
+        prepare_position_tables(self.encoder, self.attention, cache_frames + step_frames)
 
         with typecheck.disable_checks():  # NeMo's per-call type checks cost more than a small chunk's compute
             encoded, encoded_len, att_next, conv_next, _ = self.encoder.cache_aware_stream_step(
