@@ -209,7 +209,6 @@ class StreamingEncoderRunner:
 
     def _new_stream(self) -> StreamState:
         mels = self.features.num_mels
-        d_model = self.spec.d_model
         return StreamState(
             features=self.features.new_state(self.device),
             encoder=EncoderStreamState(
@@ -234,6 +233,8 @@ class StreamingEncoderRunner:
         if len(pieces) != state.batch_size:
             raise ValueError(f"got {len(pieces)} pieces for a batch of {state.batch_size} streams")
         last = [last] * state.batch_size if isinstance(last, bool) else list(last)
+        if len(last) != state.batch_size:
+            raise ValueError(f"got {len(last)} end-of-stream flags for a batch of {state.batch_size} streams")
         # Check everything before touching the state: a bad piece leaves every stream as it was.
         samples = [as_mono_float(p, b, s.features.num_samples) for b, (p, s) in enumerate(zip(pieces, state.streams))]
         for b, (stream, piece) in enumerate(zip(state.streams, samples)):
