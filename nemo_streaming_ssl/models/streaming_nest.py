@@ -60,7 +60,7 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
         steps = self.encoder.subsampling_factor
         return feats[:, :, : feats.shape[-1] // steps * steps]
 
-    def _align_to_tokens(self, log_probs, encoded_len, masks, tokens, feat_lengths):
+    def align_to_tokens(self, log_probs, encoded_len, masks, tokens, feat_lengths):
         """Per-frame outputs -> per-token outputs and the masks of the scored tokens (shapes: class docstring)."""
         steps = self.encoder.subsampling_factor
         batch, num_tokens = tokens.shape[:2]
@@ -123,11 +123,4 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
             processed_signal_length=processed_signal_length,
             **passthrough,
         )
-        return self._align_to_tokens(*outputs, feat_lengths=processed_signal_length)
-
-    def training_step(self, batch, batch_idx: int):
-        # NeMo returns a 'log' dict that Lightning 2 ignores: log the loss for TensorBoard and the progress bar.
-        output = super().training_step(batch, batch_idx)
-        self.log("train_loss", output["loss"], prog_bar=True)
-        self.log("learning_rate", output["log"]["learning_rate"])
-        return output
+        return self.align_to_tokens(*outputs, feat_lengths=processed_signal_length)
