@@ -183,3 +183,13 @@ def test_loss_is_zero_not_nan_without_scored_tokens(models):
         )
         loss = model.loss(masks=masks, decoder_outputs=log_probs, targets=tokens, decoder_lengths=enc_len)
     assert masks.sum() == 0 and loss.item() == 0.0
+
+
+def test_noisy_utterance_keeps_the_clean_length(models):
+    """NeMo's augmentor may report the noise file's (shorter) length as the noisy length: the model ignores it."""
+    model = models["causal"]
+    audio, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000])
+    with torch.no_grad():
+        full = model(input_signal=audio, input_signal_length=lengths, noisy_input_signal=audio, noisy_input_signal_length=lengths)
+        cut = model(input_signal=audio, input_signal_length=lengths, noisy_input_signal=audio, noisy_input_signal_length=lengths // 2)
+    assert torch.equal(full[1], cut[1]) and torch.equal(full[0], cut[0])

@@ -33,6 +33,7 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
     encoded_len (B,), masks (B, D, K*f) the masked mel frames of the scored tokens only, tokens (B, K, H).
 
     With ``model.streaming: false`` it is NeMo's EncDecDenoiseMaskedTokenPredModel (the offline baseline).
+    Both keep noisy utterances as long as the clean ones (NeMo 2.5.3's augmentor may report them shorter).
     """
 
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
@@ -89,6 +90,10 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
         processed_noisy_input_signal_length=None,
         apply_mask=False,
     ):
+        if input_signal_length is not None and noisy_input_signal_length is not None:
+            # NeMo 2.5.3's MultiSpeakerNoiseAugmentation reports the noise file's length for utterances it leaves
+            # unmixed, silently cutting them short; a noisy utterance is as long as its clean one.
+            noisy_input_signal_length = torch.maximum(noisy_input_signal_length, input_signal_length)
         # Streaming: targets from whole tokens of (optionally normalized) clean features, outputs aligned per token.
         # NeMo's typecheck refuses keys outside input_types even when None, so pass on only what was given.
         passthrough = {
