@@ -103,7 +103,8 @@ def main() -> None:
     torch.manual_seed(0)
 
     size = [f"preset={args.preset}"]
-    streaming = Stepper(StreamingNESTModel(model_config("nest_fast-conformer_streaming", [*size, f"mode={args.mode}"])), device)
+    streaming_cfg = model_config("nest_fast-conformer_streaming", [*size, f"mode={args.mode}"])
+    streaming = Stepper(StreamingNESTModel(streaming_cfg), device)
     stock = Stepper(EncDecDenoiseMaskedTokenPredModel(model_config("nest_fast-conformer_offline", size)), device)
     params = sum(p.numel() for p in streaming.model.parameters()) / 1e6
     print(f"device {device}, preset {args.preset} ({params:.1f}M params), mode {args.mode}, "
