@@ -94,7 +94,8 @@ def _check_encoder(enc: DictConfig, pairs: list[list[int]]) -> None:
             _fail(
                 where,
                 f"chunked_limited needs left % (right+1) == 0 (chunks of {right + 1} frames)",
-                f"use left = {max(1, round(left / (right + 1))) * (right + 1)}",
+                f"use a multiple of {right + 1}, e.g. {left // (right + 1) * (right + 1)} or "
+                f"{(left // (right + 1) + 1) * (right + 1)}",
             )
     if len(pairs) > 1 and not issubclass(get_class(enc._target_), MultiLatencyConformerEncoder):
         _fail(
@@ -107,7 +108,7 @@ def _check_encoder(enc: DictConfig, pairs: list[list[int]]) -> None:
 def _check_targets(cfg: DictConfig, factor: int) -> None:
     if cfg.get("mask_position", "pre_conv") != "pre_conv":
         _fail("mask_position", f"'{cfg.mask_position}' is not supported (broken in NeMo 2.5.3)", "use pre_conv")
-    for key in ("quantizer", "loss", "masking"):
+    for key in ("quantizer", "loss"):
         steps = cfg[key].get("combine_time_steps", 1)
         if steps != factor:
             _fail(
@@ -126,6 +127,9 @@ def _check_masking(masking: DictConfig, enc: DictConfig, pairs: list[list[int]],
             f"{masking._target_} can mask part of a token, so the predicting frame sees part of its target",
             "use nemo_streaming_ssl.modules.CausalBlockMasking",
         )
+    if masking.get("combine_time_steps", 1) != factor:
+        steps = masking.get("combine_time_steps", 1)
+        _fail("masking.combine_time_steps", f"{steps} mel frames is not a whole token", f"set it to {factor}")
     span = masking.get("block_size", 40) // factor
     context = masking.get("left_context_size", 0)
     if context == 0:

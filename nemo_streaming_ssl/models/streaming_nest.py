@@ -33,6 +33,7 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
     encoded_len (B,), masks (B, D, K*f) the masked mel frames of the scored tokens only, tokens (B, K, H).
 
     With ``model.streaming: false`` it is NeMo's EncDecDenoiseMaskedTokenPredModel (the offline baseline).
+    Both keep noisy utterances as long as the clean ones (NeMo 2.5.3's augmentor may report them shorter).
     """
 
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
@@ -60,8 +61,19 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
         steps = self.encoder.subsampling_factor
         return feats[:, :, : feats.shape[-1] // steps * steps]
 
-    def _align_to_tokens(self, log_probs, encoded_len, masks, tokens, feat_lengths):
-        """Per-frame outputs -> per-token outputs and the masks of the scored tokens (shapes: class docstring)."""
+    def align_to_tokens(self, log_probs, encoded_len, masks, tokens, feat_lengths):
+        """Per-frame outputs -> per-token outputs and the masks of the scored tokens.
+
+        Args:
+            log_probs: (B, T_enc, C[, H]) decoder output per encoder frame.
+            encoded_len: (B,) encoder frames.
+            masks: (B, D, T) 1.0 at masked mel frames.
+            tokens: (B, K[, H]) targets of the K whole tokens.
+            feat_lengths: (B,) mel frames of each utterance.
+        Returns:
+            (B, K, C[, H]) log-probs of each token's predicting frame, encoded_len, (B, D, K*f) masks of the
+            scored tokens only (fully masked and predictable), tokens.
+        """
         steps = self.encoder.subsampling_factor
         batch, num_tokens = tokens.shape[:2]
         frames, valid = token_prediction_frames(feat_lengths // steps, encoded_len, num_tokens, self.receptive_field())
@@ -89,6 +101,10 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
         processed_noisy_input_signal_length=None,
         apply_mask=False,
     ):
+        if input_signal_length is not None and noisy_input_signal_length is not None:
+            # NeMo 2.5.3's MultiSpeakerNoiseAugmentation reports the noise file's length for utterances it leaves
+            # unmixed, silently cutting them short; a noisy utterance is as long as its clean one.
+            noisy_input_signal_length = torch.maximum(noisy_input_signal_length, input_signal_length)
         # Streaming: targets from whole tokens of (optionally normalized) clean features, outputs aligned per token.
         # NeMo's typecheck refuses keys outside input_types even when None, so pass on only what was given.
         passthrough = {
@@ -123,11 +139,4 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
             processed_signal_length=processed_signal_length,
             **passthrough,
         )
-        return self._align_to_tokens(*outputs, feat_lengths=processed_signal_length)
-
-    def training_step(self, batch, batch_idx: int):
-        # NeMo returns a 'log' dict that Lightning 2 ignores: log the loss for TensorBoard and the progress bar.
-        output = super().training_step(batch, batch_idx)
-        self.log("train_loss", output["loss"], prog_bar=True)
-        self.log("learning_rate", output["log"]["learning_rate"])
-        return output
+        return self.align_to_tokens(*outputs, feat_lengths=processed_signal_length)
