@@ -137,6 +137,8 @@ class StreamingWavLMConfig:
         return {"wavlm": {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}}
 
     def replace(self, **changes: Any) -> "StreamingWavLMConfig":
+        """A copy with some constructor arguments changed (validated again)."""
+        changes.setdefault("source", f"{self.source} with {', '.join(sorted(changes))} changed")
         return dataclasses.replace(self, **changes)
 
     @classmethod
