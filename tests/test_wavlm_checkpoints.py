@@ -12,15 +12,7 @@ import yaml
 from s3prl_upstream.wavlm import (CheckpointError, ModelConfigError, StreamingWavLM, StreamingWavLMConfig,
                                   convert_wavlm_checkpoint, load_streaming_wavlm)
 
-from .wavlm_helpers import TINY, relative_error, tiny_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from .wavlm_helpers import TINY, one_thread, relative_error, tiny_model  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
