@@ -120,7 +120,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_title(f"Compute per chunk (ratio to one-shot); one-shot RTF {results['one_shot']['rtf']:.2f}")
     for i, r in enumerate(rows):
         ax.annotate(f"{r['ratio_vs_one_shot']:.2f}x\nRTF {r['rtf']:.2f}", (i, compute[i]), ha="center", va="bottom",
-                    fontsize=8)
+                    fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
     ax.legend(fontsize=8, loc="upper left")
     ax = axes[1]
     waiting = [r["worst_latency_ms_without_compute"] for r in rows]
