@@ -12,7 +12,6 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory sysdeps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade "pip>=24"
 	$(PY) -m pip install -c constraints.txt -e ".[test]"
 	touch $@
 
