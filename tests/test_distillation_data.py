@@ -34,6 +34,16 @@ def test_crop_plan_is_seeded_and_batches_by_length():
     assert sorted(r.index for b in first for r in b) == list(range(26))  # every utterance once
 
 
+def test_crop_plan_resumes_inside_an_epoch():
+    lengths = plan_lengths()
+    plan = CropPlan(lengths, 4, 20000, seed=3)
+    plan.set_epoch(2)
+    whole = list(plan)
+    plan.resume_batch = 3
+    assert list(plan) == whole[3:]  # the resumed epoch continues where the checkpoint left it
+    assert list(plan) == whole  # and only that once
+
+
 def test_crop_plan_shards_ranks_evenly():
     lengths = plan_lengths()
     shards = [list(CropPlan(lengths, 4, 20000, seed=0, num_replicas=3, rank=r)) for r in range(3)]

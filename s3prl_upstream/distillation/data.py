@@ -67,6 +67,7 @@ class CropPlan(Sampler[list[CropRequest]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self.resume_batch = 0  # batches of the current epoch already trained before a resume; used once
         self.num_batches = math.ceil(len(self.lengths) / batch_size) // num_replicas
         if self.num_batches == 0:
             raise ManifestError(
@@ -98,7 +99,9 @@ class CropPlan(Sampler[list[CropRequest]]):
         return batches[: self.num_batches * self.num_replicas]
 
     def __iter__(self) -> Iterator[list[CropRequest]]:
-        return iter(self.plan()[self.rank :: self.num_replicas])
+        mine = self.plan()[self.rank :: self.num_replicas]
+        skip, self.resume_batch = self.resume_batch, 0
+        return iter(mine[skip:])
 
 
 class CropDataset(Dataset):
@@ -123,6 +126,22 @@ class CropDataset(Dataset):
     def __getitem__(self, batch: list[CropRequest]) -> dict[str, torch.Tensor]:
         wav = torch.stack([self.read(request) for request in batch])
         return {"wav": wav, "wav_lengths": torch.full((len(batch),), wav.shape[1], dtype=torch.long)}
+
+
+class PlannedLoader(DataLoader):
+    """A DataLoader over a CropPlan. Its place in an epoch is restored from the global step on resume
+    (DistillDataModule.train_dataloader); the state Lightning stores is the plan's size, to catch a changed plan."""
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_per_epoch": len(self.sampler)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("batches_per_epoch") != len(self.sampler):
+            log.warning(
+                "the data plan changed since the checkpoint (%s -> %d batches per epoch: other manifest, batch size "
+                "or device count); the resumed epoch continues at a position computed on the new plan",
+                state.get("batches_per_epoch"), len(self.sampler),
+            )
 
 
 def load_entries(manifest: str | Path, sample_rate: int, min_seconds: float) -> list[ManifestEntry]:
@@ -171,7 +190,7 @@ class DistillDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         self.prepare()
 
-    def _loader(self, entries: list[ManifestEntry], batch_size: int, crop_samples: int, shuffle: bool) -> DataLoader:
+    def _loader(self, entries: list[ManifestEntry], batch_size: int, crop_samples: int, shuffle: bool) -> PlannedLoader:
         trainer = self.trainer
         plan = CropPlan(
             [usable_samples(e, self.sample_rate) for e in entries],
@@ -183,7 +202,7 @@ class DistillDataModule(pl.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
         )
         # batch_size=None: the sampler yields whole batches and the dataset reads them (one batch per worker task)
-        return DataLoader(
+        return PlannedLoader(
             CropDataset(entries),
             sampler=plan,
             batch_size=None,
@@ -191,8 +210,15 @@ class DistillDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_entries, self.batch_size, self.crop_samples, shuffle=True)
+    def train_dataloader(self) -> PlannedLoader:
+        loader = self._loader(self.train_entries, self.batch_size, self.crop_samples, shuffle=True)
+        if self.trainer is not None and self.trainer.global_step > 0:
+            # Resumed run (Lightning restores the step before asking for data): every epoch has the same
+            # number of batches, so the step says where in the restored epoch's seeded plan to continue.
+            plan = loader.sampler
+            plan.resume_batch = self.trainer.global_step * self.trainer.accumulate_grad_batches % len(plan)
+            log.info("resuming at batch %d of %d of epoch %d", plan.resume_batch, len(plan), self.trainer.current_epoch)
+        return loader
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> PlannedLoader:
         return self._loader(self.val_entries, self.val_batch_size, self.val_crop_samples, shuffle=False)

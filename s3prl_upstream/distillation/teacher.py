@@ -160,7 +160,7 @@ class StreamingWavLMTeacher(nn.Module):
         super().__init__()
         self.layers = list(layers)
         self.model = model.eval().requires_grad_(False)
-        cfg = model.cfg
+        cfg = model.config
         self.conv_layout: ConvLayout = list(zip(cfg.kernel_sizes, cfg.strides))
         self.left_pad_samples = teacher_left_pad_samples(self.conv_layout)
         self.dim = cfg.dim
@@ -173,14 +173,14 @@ class StreamingWavLMTeacher(nn.Module):
             stored = load_streaming_wavlm(ckpt)
         except (CheckpointError, ModelConfigError) as exc:
             raise TeacherError(f"{where}: {exc}") from exc
-        layers = check_layers(layers, stored.cfg.num_layers, where)
-        model = StreamingWavLM(stored.cfg.replace(causal=False))
+        layers = check_layers(layers, stored.config.num_layers, where)
+        model = StreamingWavLM(stored.config.replace(causal=False))
         model.load_state_dict(stored.state_dict(), strict=True)  # same keys: causality changes no weight
         return cls(model, layers)
 
     @property
     def student_architecture(self) -> dict[str, Any]:
-        args = self.model.cfg.to_dict()["wavlm"]
+        args = self.model.config.to_dict()["wavlm"]
         return {k: v for k, v in args.items() if k not in ("num_layers", "causal", "window_size", "lookahead_size", "dropout")}
 
     @torch.no_grad()
