@@ -222,3 +222,51 @@ def test_base_teacher_trains_a_randomly_initialised_student_when_asked(teachers,
     assert module.student.config.dim == 32 and module.student.config.num_layers == 3
     out = module.distill(next(iter(data.train_dataloader())))
     assert torch.isfinite(out["layer_mse"]) and out["layer_mses"].shape == (3,)
+
+
+def load_script(path: Path):
+    """Import a file under scripts/ (the installed nemo_toolkit owns the top-level name ``scripts``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fidelity_report_per_chunk_size(trained, speech_corpus, tmp_path, capsys):
+    import json
+
+    from nemo_streaming_ssl.data.manifest import read_manifest
+    from s3prl_upstream.distillation.losses import layer_cosines
+
+    report_script = load_script(ROOT / "scripts" / "wavlm_fidelity_report.py")
+    student_ckpt = trained["exp_dir"] / "checkpoints" / "last.ckpt"
+    out_dir = tmp_path / "report"
+    assert report_script.main([
+        "--student", str(student_ckpt), "--manifest", str(speech_corpus["val"]), "--chunk-ms", "200", "1000",
+        "--max-utterances", "2", "--out-dir", str(out_dir), "--device", "cpu",
+    ]) == 0
+    printed = capsys.readouterr().out
+    assert "200 ms cos" in printed and "1000 ms mse" in printed and "3 (T3)" in printed
+    assert (out_dir / "fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    numbers = json.loads((out_dir / "fidelity.json").read_text())
+    assert numbers["num_utterances"] == 2 and numbers["teacher_layers"] == [1, 2, 3]
+    for ms in ("200", "1000"):
+        assert numbers["chunks"][ms]["max_abs_diff_vs_one_shot"] < 1e-4  # streaming is exact at any chunk size
+    # the streamed numbers are the one-shot student's cosine to the teacher, frame-weighted over the utterances
+    student = load_streaming_wavlm(student_ckpt)
+    teacher, _ = load_teacher(trained["first_ckpt"]["distillation"]["teacher_checkpoint"], [1, 2, 3])
+    import soundfile as sf
+
+    weighted, frames = torch.zeros(3, dtype=torch.float64), 0
+    with torch.no_grad():
+        for entry in read_manifest(speech_corpus["val"])[:2]:
+            wav = torch.from_numpy(sf.read(entry.audio_filepath, dtype="float32")[0])[None]
+            hidden, _ = student(wav)
+            num = hidden[0].shape[1]
+            weighted += layer_cosines(hidden, teacher(wav).layers).double() * num
+            frames += num
+    expected = (weighted / frames).tolist()
+    assert numbers["chunks"]["200"]["cosine"] == pytest.approx(expected, abs=1e-4)
+    assert numbers["chunks"]["1000"]["cosine"] == pytest.approx(expected, abs=1e-4)

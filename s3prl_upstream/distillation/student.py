@@ -9,6 +9,7 @@ GroupNorm front end) have no equivalent weights, so they need ``init: random``, 
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any, Mapping
 
 from torch import Tensor, nn
@@ -60,7 +61,11 @@ def teacher_weights(teacher: nn.Module, teacher_ckpt: dict[str, Any]) -> dict[st
     if not isinstance(teacher, S3PRLWavLMTeacher):
         return teacher.model.state_dict()  # our own model: already the student's layout
     try:
-        state_dict, _ = convert_wavlm_checkpoint(teacher_ckpt)
+        with warnings.catch_warnings():
+            # The converter warns that normalize=true models expect normalized input. Handled here: the
+            # teacher normalizes its own input, the student learns to work on the raw waveform.
+            warnings.filterwarnings("ignore", message=".*normalized waveforms")
+            state_dict, _ = convert_wavlm_checkpoint(teacher_ckpt)
     except CheckpointError as exc:
         raise StudentInitError(
             f"student.init=teacher: this teacher's weights do not fit the streaming WavLM ({exc}). WavLM Base/Base+ "
