@@ -42,14 +42,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    ckpt = read_checkpoint(args.student)
+    ckpt = read_checkpoint(args.student, given_as="--student")
     recorded = ckpt.get("distillation", {})
     teacher_path = args.teacher or recorded.get("teacher_checkpoint")
     layers = args.teacher_layers or recorded.get("teacher_layers")
     if not teacher_path or not layers:
         sys.exit(f"{args.student} records no teacher; pass --teacher and --teacher-layers")
     student = load_streaming_wavlm(ckpt)
-    teacher, _ = load_teacher(teacher_path, layers)
+    teacher, _ = load_teacher(teacher_path, layers, given_as="--teacher" if args.teacher else f"the teacher recorded in {args.student}")
     if student.config.num_layers != len(teacher.layers) or student.config.dim != teacher.dim:
         sys.exit(
             f"student ({student.config.num_layers} layers x {student.config.dim}) does not match "

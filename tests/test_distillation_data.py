@@ -52,6 +52,9 @@ def test_crop_plan_shards_ranks_evenly():
     assert len(seen) == len(set(seen))
     with pytest.raises(ManifestError, match="fewer than the 8 ranks"):
         CropPlan(lengths[:5], 4, 20000, seed=0, num_replicas=8, rank=0)
+    # validation wraps instead: every rank gets a batch even from a tiny set
+    val = [list(CropPlan(lengths[:5], 4, 20000, seed=0, shuffle=False, num_replicas=3, rank=r, wrap=True)) for r in range(3)]
+    assert [len(s) for s in val] == [1, 1, 1] and val[2] == val[0]
 
 
 def test_crop_dataset_reads_the_planned_samples(speech_corpus):

@@ -88,7 +88,10 @@ def test_checkpoints_load_in_the_upstream_loader_without_a_config(trained, teach
     checkpoints = trained["exp_dir"] / "checkpoints"
     best = sorted(checkpoints.glob("best-step*.ckpt"))
     assert (checkpoints / "last.ckpt").is_file() and len(best) == 1
-    for path in (checkpoints / "last.ckpt", best[0]):
+    slim = checkpoints / "student_last.pt"
+    assert set(torch.load(slim, weights_only=True)) == {"student_state_dict", "model_config", "distillation"}
+    assert (checkpoints / "student_best.pt").is_file()
+    for path in (checkpoints / "last.ckpt", best[0], slim):
         model = load_streaming_wavlm(path)  # no model config: the checkpoint carries it
         assert model.config.causal and model.config.num_layers == 3 and model.config.dim == 32
         assert (model.config.window_size, model.config.lookahead_size) == (512, 3)

@@ -97,7 +97,7 @@ def test_teacher_layer_selection_and_errors(teachers, tmp_path):
     with pytest.raises(TeacherError, match=r"unknown layout.*\['state_dict'\].*WavLM-Large"):
         load_teacher(unknown, [1])
 
-    with pytest.raises(TeacherError, match="not found"):
+    with pytest.raises(TeacherError, match="no such checkpoint file"):
         load_teacher(tmp_path / "missing.pt", [1])
 
     garbage = tmp_path / "garbage.pt"

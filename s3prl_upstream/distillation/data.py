@@ -43,8 +43,10 @@ class CropPlan(Sampler[list[CropRequest]]):
     """Yields one list of CropRequest per batch for this rank; lengths are in samples.
 
     Every rank builds the same plan from (seed, epoch) and takes every ``num_replicas``-th batch, so all
-    ranks run the same number of steps. Batches are formed from utterances sorted by length (ties
-    shuffled per epoch); with ``shuffle`` the batch order and crop starts change every epoch.
+    ranks run the same number of steps: the last batches that do not fill a round are dropped, or with
+    ``wrap`` (validation, where every rank needs a batch) the round is filled by repeating the first
+    batches. Batches are formed from utterances sorted by length (ties shuffled per epoch); with
+    ``shuffle`` the batch order and crop starts change every epoch.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class CropPlan(Sampler[list[CropRequest]]):
         shuffle: bool = True,
         num_replicas: int = 1,
         rank: int = 0,
+        wrap: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -68,11 +71,12 @@ class CropPlan(Sampler[list[CropRequest]]):
         self.rank = rank
         self.epoch = 0
         self.resume_batch = 0  # batches of the current epoch already trained before a resume; used once
-        self.num_batches = math.ceil(len(self.lengths) / batch_size) // num_replicas
+        total = math.ceil(len(self.lengths) / batch_size)
+        self.num_batches = math.ceil(total / num_replicas) if wrap else total // num_replicas
         if self.num_batches == 0:
             raise ManifestError(
-                f"{len(self.lengths)} utterances make {math.ceil(len(self.lengths) / batch_size)} batches of "
-                f"{batch_size}, fewer than the {num_replicas} ranks; lower the batch size or add data"
+                f"{len(self.lengths)} utterances make {total} batches of {batch_size}, fewer than the "
+                f"{num_replicas} ranks; lower the batch size or add data"
             )
 
     def set_epoch(self, epoch: int) -> None:
@@ -96,7 +100,8 @@ class CropPlan(Sampler[list[CropRequest]]):
             batches.append([CropRequest(i, rng.randint(0, self.lengths[i] - crop), crop) for i in members])
         if self.shuffle:
             rng.shuffle(batches)
-        return batches[: self.num_batches * self.num_replicas]
+        needed = self.num_batches * self.num_replicas
+        return (batches * math.ceil(needed / len(batches)))[:needed]
 
     def __iter__(self) -> Iterator[list[CropRequest]]:
         mine = self.plan()[self.rank :: self.num_replicas]
@@ -200,6 +205,7 @@ class DistillDataModule(pl.LightningDataModule):
             shuffle=shuffle,
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
+            wrap=not shuffle,
         )
         # batch_size=None: the sampler yields whole batches and the dataset reads them (one batch per worker task)
         return PlannedLoader(

@@ -113,7 +113,12 @@ class FidelityReport:
             ax.set_title(title)
             ax.grid(alpha=0.3)
         ax_cos.legend(fontsize=8)
-        fig.suptitle(f"streamed student vs offline teacher, {self.num_utterances} utterances")
+        worst = max(self.max_abs_diff_vs_one_shot.values())
+        fig.suptitle(
+            f"streamed student vs offline teacher, {self.num_utterances} utterances "
+            f"(max |streamed - one-shot student| over all chunk sizes: {worst:.1e}; lines coincide when exact)",
+            fontsize=10,
+        )
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)

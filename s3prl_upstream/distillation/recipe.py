@@ -34,12 +34,23 @@ class RecipeError(ValueError):
     """A recipe-level setting is unusable (the message names the key and the fix)."""
 
 
+STUDENT_KEYS = ("student_state_dict", "model_config", "distillation")
+
+
 @dataclass
 class DistillationResult:
     checkpoint_dir: Path
     last_checkpoint: Path
     best_checkpoint: Path | None
     global_step: int
+    is_global_zero: bool
+
+
+def export_student(checkpoint: Path, out: Path) -> Path:
+    """Copy the student part of a Lightning checkpoint (no optimizer state) into a small ``-k`` file."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    torch.save({key: ckpt[key] for key in STUDENT_KEYS}, out)
+    return out
 
 
 def resolve_resume(resume_from: str | None, checkpoint_dir: Path) -> str | None:
@@ -134,9 +145,9 @@ def run_distillation(cfg: DictConfig) -> DistillationResult:
     trainer.fit(module, datamodule=data, ckpt_path=resume)
     last_path = checkpoint_dir / "last.ckpt"
     trainer.save_checkpoint(last_path)  # the final step, whether or not it fell on a checkpoint interval
-    return DistillationResult(
-        checkpoint_dir=checkpoint_dir,
-        last_checkpoint=last_path,
-        best_checkpoint=Path(best.best_model_path) if best.best_model_path else None,
-        global_step=trainer.global_step,
-    )
+    best_path = Path(best.best_model_path) if best.best_model_path else None
+    if trainer.is_global_zero:
+        export_student(last_path, checkpoint_dir / "student_last.pt")
+        if best_path is not None:
+            export_student(best_path, checkpoint_dir / "student_best.pt")
+    return DistillationResult(checkpoint_dir, last_path, best_path, trainer.global_step, trainer.is_global_zero)

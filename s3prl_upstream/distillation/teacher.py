@@ -37,17 +37,21 @@ class TeacherOutput:
     layers: list[Tensor]
 
 
-def read_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:
-    """torch.load a checkpoint on CPU with a clear error when it is missing, unreadable or not a dict."""
+def read_checkpoint(path: str | Path, weights_only: bool = True, given_as: str = "teacher.checkpoint") -> dict[str, Any]:
+    """torch.load a checkpoint on CPU with a clear error when it is missing, unreadable or not a dict.
+
+    given_as: the setting that named the file, for the error message.
+    """
     path = Path(path)
     if not path.is_file():
-        raise TeacherError(f"{path}: teacher checkpoint not found; set teacher.checkpoint to a WavLM .pt file")
+        raise TeacherError(f"{path}: no such checkpoint file (given as {given_as})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as exc:
         raise TeacherError(
             f"{path}: torch.load(weights_only=True) refuses it: either it is not a torch checkpoint or it holds "
-            f"pickled Python objects ({str(exc).splitlines()[-1][:200]}). If you trust the file, set teacher.weights_only=false"
+            f"pickled Python objects ({str(exc).splitlines()[-1][:200]}). If you trust the file, load it with "
+            "weights_only=false (teacher.weights_only=false)"
         ) from exc
     except Exception as exc:  # torch raises many types for corrupt or foreign files
         raise TeacherError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
@@ -199,9 +203,11 @@ class StreamingWavLMTeacher(nn.Module):
         return valid_frames(num_samples + self.left_pad_samples, self.conv_layout)
 
 
-def load_teacher(checkpoint: str | Path, layers: Sequence[int], weights_only: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+def load_teacher(
+    checkpoint: str | Path, layers: Sequence[int], weights_only: bool = True, given_as: str = "teacher.checkpoint"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Build the frozen teacher named by a checkpoint file; returns it and the checkpoint dict (for student init)."""
-    ckpt = read_checkpoint(checkpoint, weights_only)
+    ckpt = read_checkpoint(checkpoint, weights_only, given_as)
     where = f"teacher checkpoint {checkpoint}"
     if is_s3prl_wavlm_checkpoint(ckpt):
         return S3PRLWavLMTeacher.from_checkpoint(ckpt, layers, where), ckpt
