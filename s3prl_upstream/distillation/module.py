@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from .hooks import captured_outputs
 from .losses import layer_cosines, layer_mses, mse, weighted_layer_mse
 from .stages import Schedule
 from .teacher import TeacherOutput
@@ -53,13 +54,9 @@ class StreamingWavLMDistillation(pl.LightningModule):
 
     def student_outputs(self, wav: Tensor, wav_lengths: Tensor) -> tuple[Tensor, list[Tensor]]:
         """(positional conv output [B, T, D], per-layer outputs [B, T, D]) of the student."""
-        captured: list[Tensor] = []
-        hook = self.student.encoder.positional_embedding.register_forward_hook(lambda _m, _i, out: captured.append(out[0]))
-        try:
+        with captured_outputs(self.student.encoder.positional_embedding) as positional:
             hidden, _ = self.student(wav, wav_lengths)
-        finally:
-            hook.remove()
-        return captured[0], hidden
+        return positional[0][0], hidden  # the positional conv returns (output, streaming state)
 
     def distill(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Losses of one batch: positional MSE, per-layer MSEs [L], their depth-weighted mean, cosines [L]."""

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .alignment import ConvLayout, teacher_left_pad_samples, valid_frames
+from .hooks import captured_outputs
 
 
 class TeacherError(ValueError):
@@ -83,21 +84,47 @@ def check_layers(layers: Sequence[int], num_layers: int, where: str) -> list[int
     return layers
 
 
-class S3PRLWavLMTeacher(nn.Module):
+class FrozenTeacher(nn.Module):
+    """What both teachers share: a frozen model, the distilled layers, the front end's timing."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[int], conv_layout: ConvLayout, dim: int):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.layers = list(layers)
+        self.conv_layout = list(conv_layout)
+        self.left_pad_samples = teacher_left_pad_samples(self.conv_layout)
+        self.dim = dim
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames the teacher emits for S student samples (after our left padding): ceil(S / 320)."""
+        return valid_frames(num_samples + self.left_pad_samples, self.conv_layout)
+
+
+class S3PRLWavLMTeacher(FrozenTeacher):
     """A Microsoft/s3prl WavLM checkpoint run by s3prl's installed ``WavLM``; layers past the last distilled one are dropped."""
 
     def __init__(self, model: nn.Module, layers: Sequence[int], normalize_waveform: bool):
-        super().__init__()
-        self.layers = list(layers)
-        self.normalize_waveform = normalize_waveform
-        model.encoder.layers = model.encoder.layers[: self.layers[-1]]  # deeper layers never contribute a target
+        model.encoder.layers = model.encoder.layers[: layers[-1]]  # deeper layers never contribute a target
         model.encoder.layerdrop = 0.0
-        self.model = model.eval().requires_grad_(False)
-        self.conv_layout: ConvLayout = [
-            (block[0].kernel_size[0], block[0].stride[0]) for block in model.feature_extractor.conv_layers
-        ]
-        self.left_pad_samples = teacher_left_pad_samples(self.conv_layout)
-        self.dim = model.cfg.encoder_embed_dim
+        conv_layout = [(block[0].kernel_size[0], block[0].stride[0]) for block in model.feature_extractor.conv_layers]
+        super().__init__(model, layers, conv_layout, model.cfg.encoder_embed_dim)
+        self.normalize_waveform = normalize_waveform
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], layers: Sequence[int], where: str) -> S3PRLWavLMTeacher:
+        from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
+
+        cfg = WavLMConfig(ckpt["cfg"])
+        layers = check_layers(layers, cfg.encoder_layers, where)
+        try:
+            model = WavLM(cfg)
+        except Exception as exc:
+            raise TeacherError(f"{where}: s3prl's WavLM cannot be built from this cfg ({exc})") from exc
+        try:
+            model.load_state_dict(ckpt["model"], strict=True)
+        except RuntimeError as exc:
+            raise TeacherError(f"{where}: weights do not match the checkpoint's own cfg: {exc}") from exc
+        return cls(model, layers, normalize_waveform=bool(cfg.normalize))
 
     @property
     def student_architecture(self) -> dict[str, Any]:
@@ -116,58 +143,32 @@ class S3PRLWavLMTeacher(nn.Module):
             "conv_pos_groups": cfg.conv_pos_groups,
         }
 
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict[str, Any], layers: Sequence[int], where: str) -> S3PRLWavLMTeacher:
-        from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
-
-        cfg = WavLMConfig(ckpt["cfg"])
-        layers = check_layers(layers, cfg.encoder_layers, where)
-        try:
-            model = WavLM(cfg)
-        except Exception as exc:
-            raise TeacherError(f"{where}: s3prl's WavLM cannot be built from this cfg ({exc})") from exc
-        try:
-            model.load_state_dict(ckpt["model"], strict=True)
-        except RuntimeError as exc:
-            raise TeacherError(f"{where}: weights do not match the checkpoint's own cfg: {exc}") from exc
-        return cls(model, layers, normalize_waveform=bool(cfg.normalize))
-
     @torch.no_grad()
     def forward(self, wav: Tensor) -> TeacherOutput:
         """wav [B, S] -> targets with ceil(S / 320) frames (see alignment.py)."""
         if self.normalize_waveform:  # per utterance, as s3prl's WavLM expert does for checkpoints trained that way
             wav = F.layer_norm(wav, wav.shape[-1:])
-        wav = F.pad(wav, (self.left_pad_samples, 0))
-        captured: list[Tensor] = []
-        hook = self.model.encoder.pos_conv.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
+        # the teacher keeps float32 weights even when a "-true" precision hands it a bf16/fp16 batch
+        wav = F.pad(wav.to(self.model.layer_norm.weight.dtype), (self.left_pad_samples, 0))
+        with captured_outputs(self.model.encoder.pos_conv) as positional:
             (_, layer_results), _ = self.model.extract_features(
                 wav, padding_mask=None, mask=False, output_layer=self.layers[-1], ret_layer_results=True
             )
-        finally:
-            hook.remove()
         # layer_results[0] is the encoder input, layer_results[i] the output of layer i; each [T, B, D]
         return TeacherOutput(
-            positional=captured[0].transpose(1, 2),
+            positional=positional[0].transpose(1, 2),
             layers=[layer_results[i][0].transpose(0, 1) for i in self.layers],
         )
 
-    def num_frames(self, num_samples: int) -> int:
-        """Frames the teacher emits for S student samples (after our left padding): ceil(S / 320)."""
-        return valid_frames(num_samples + self.left_pad_samples, self.conv_layout)
 
-
-class StreamingWavLMTeacher(nn.Module):
+class StreamingWavLMTeacher(FrozenTeacher):
     """One of our streaming WavLM checkpoints run offline (``causal=False``: unpadded front end, full attention)."""
 
+    STREAMING_ARGS = ("num_layers", "causal", "window_size", "lookahead_size", "dropout")
+
     def __init__(self, model: nn.Module, layers: Sequence[int]):
-        super().__init__()
-        self.layers = list(layers)
-        self.model = model.eval().requires_grad_(False)
         cfg = model.config
-        self.conv_layout: ConvLayout = list(zip(cfg.kernel_sizes, cfg.strides))
-        self.left_pad_samples = teacher_left_pad_samples(self.conv_layout)
-        self.dim = cfg.dim
+        super().__init__(model, layers, list(zip(cfg.kernel_sizes, cfg.strides)), cfg.dim)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], layers: Sequence[int], where: str) -> StreamingWavLMTeacher:
@@ -178,29 +179,24 @@ class StreamingWavLMTeacher(nn.Module):
         except (CheckpointError, ModelConfigError) as exc:
             raise TeacherError(f"{where}: {exc}") from exc
         layers = check_layers(layers, stored.config.num_layers, where)
-        model = StreamingWavLM(stored.config.replace(causal=False))
-        model.load_state_dict(stored.state_dict(), strict=True)  # same keys: causality changes no weight
+        # offline, and only as deep as the last distilled layer; causality changes no weight
+        model = StreamingWavLM(stored.config.replace(causal=False, num_layers=layers[-1]))
+        kept = model.state_dict().keys()
+        model.load_state_dict({k: v for k, v in stored.state_dict().items() if k in kept}, strict=True)
         return cls(model, layers)
 
     @property
     def student_architecture(self) -> dict[str, Any]:
-        args = self.model.config.to_dict()["wavlm"]
-        return {k: v for k, v in args.items() if k not in ("num_layers", "causal", "window_size", "lookahead_size", "dropout")}
+        """StreamingWavLMConfig arguments with this teacher's sizes (the student's default shape)."""
+        return {k: v for k, v in self.model.config.to_dict()["wavlm"].items() if k not in self.STREAMING_ARGS}
 
     @torch.no_grad()
     def forward(self, wav: Tensor) -> TeacherOutput:
         """wav [B, S] -> targets with ceil(S / 320) frames (see alignment.py)."""
-        wav = F.pad(wav, (self.left_pad_samples, 0))
-        captured: list[Tensor] = []
-        hook = self.model.encoder.positional_embedding.register_forward_hook(lambda _m, _i, out: captured.append(out[0]))
-        try:
-            hidden, _ = self.model(wav, torch.full((wav.shape[0],), wav.shape[1], device=wav.device))
-        finally:
-            hook.remove()
-        return TeacherOutput(positional=captured[0], layers=[hidden[i - 1] for i in self.layers])
-
-    def num_frames(self, num_samples: int) -> int:
-        return valid_frames(num_samples + self.left_pad_samples, self.conv_layout)
+        wav = F.pad(wav.to(self.model.feature_proj.weight.dtype), (self.left_pad_samples, 0))  # as above
+        with captured_outputs(self.model.encoder.positional_embedding) as positional:
+            hidden, _ = self.model(wav)
+        return TeacherOutput(positional=positional[0][0], layers=[hidden[i - 1] for i in self.layers])
 
 
 def load_teacher(
