@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 # WavLM's real conv timing (kernels/strides, hop 320, receptive field 400) with few channels.
@@ -44,3 +45,13 @@ def write_s3prl_wavlm(path: Path, cfg_fields: dict, seed: int) -> Path:
                 param.add_(0.1 * torch.randn_like(param))
     torch.save({"cfg": dict(cfg.__dict__), "model": model.state_dict()}, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory) -> dict[str, Path]:
+    """A Large-style (convertible) and a Base-style tiny teacher, by name; import it into a test module to use it."""
+    folder = tmp_path_factory.mktemp("teachers")
+    return {
+        "large": write_s3prl_wavlm(folder / "large_style.pt", LARGE_STYLE, seed=0),
+        "base": write_s3prl_wavlm(folder / "base_style.pt", BASE_STYLE, seed=1),
+    }

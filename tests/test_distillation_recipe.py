@@ -17,7 +17,7 @@ from s3prl_upstream.distillation.recipe import RecipeError, build, run_distillat
 from s3prl_upstream.distillation.student import StudentInitError
 from s3prl_upstream.distillation.teacher import StreamingWavLMTeacher, TeacherError, load_teacher
 from s3prl_upstream.wavlm import load_streaming_wavlm
-from tests.distillation_support import BASE_STYLE, LARGE_STYLE, write_s3prl_wavlm
+from tests.distillation_support import LARGE_STYLE, teachers, write_s3prl_wavlm  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "wavlm_distillation" / "distill_streaming_wavlm.py"
@@ -28,15 +28,6 @@ TINY_RUN = [
     "data.val_crop_seconds=1.0", "data.batch_size=2", "data.val_batch_size=2", "data.num_workers=0",
     "stages.positional_conv.steps=2", "stages.encoder.steps=2",
 ]
-
-
-@pytest.fixture(scope="module")
-def teachers(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("teachers")
-    return {
-        "large": write_s3prl_wavlm(folder / "large_style.pt", LARGE_STYLE, seed=0),
-        "base": write_s3prl_wavlm(folder / "base_style.pt", BASE_STYLE, seed=1),
-    }
 
 
 def config(teacher: Path, corpus: dict, exp_dir: Path, *overrides: str):

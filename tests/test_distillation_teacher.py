@@ -15,18 +15,9 @@ from s3prl_upstream.distillation.alignment import (
     valid_frames,
 )
 from s3prl_upstream.distillation.teacher import S3PRLWavLMTeacher, TeacherError, load_teacher
-from tests.distillation_support import BASE_STYLE, LARGE_STYLE, write_s3prl_wavlm
+from tests.distillation_support import teachers  # noqa: F401 (a fixture)
 
 WAVLM_CONV = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2
-
-
-@pytest.fixture(scope="module")
-def teachers(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("teachers")
-    return {
-        "large": write_s3prl_wavlm(folder / "large_style.pt", LARGE_STYLE, seed=0),
-        "base": write_s3prl_wavlm(folder / "base_style.pt", BASE_STYLE, seed=1),
-    }
 
 
 def test_wavlm_conv_timing():
