@@ -1,5 +1,6 @@
-"""S3PRL side of streaming-ssl: the streaming WavLM model and its s3prl upstream entries.
+"""S3PRL side of streaming-ssl: the streaming WavLM model (``s3prl_upstream.wavlm``) and its s3prl upstreams.
 
-Kept import-free on purpose: the s3prl import hook (``s3prl_hook``) is imported at every interpreter
-start-up through a ``.pth`` file, so importing this package must not pull in torch.
+Importing this package imports neither s3prl nor NeMo; modules that need s3prl import it themselves.
+It imports no torch either: the s3prl import hook (``s3prl_hook``, run from a ``.pth`` file) imports this
+package at every interpreter start-up.
 """
