@@ -42,7 +42,7 @@ def remove_hook(site_dir: Path) -> Path | None:
 
 
 def status(site_dir: Path) -> int:
-    """Prints where the hook stands and whether s3prl.hub really shows our entries; 0 when all is well."""
+    """Prints where the hook stands and whether ``import s3prl.hub`` now shows our entries; 0 when all is well."""
     from s3prl_upstream import s3prl_hook
 
     target = site_dir / PTH_NAME
@@ -57,17 +57,16 @@ def status(site_dir: Path) -> int:
         print(f"hook file: {target}")
     print(f"hook active in this interpreter: {'yes' if s3prl_hook.is_installed() else 'no'}")
 
+    import s3prl.hub  # registers through the hook when it is active
+
     from s3prl_upstream import hubconf
-    from s3prl_upstream.registration import register
 
-    import s3prl.hub
-
-    register(s3prl.hub)
-    missing = [name for name in hubconf.ENTRIES if getattr(s3prl.hub, name, None) is not hubconf.ENTRIES[name]]
-    print(f"s3prl {getattr(sys.modules.get('s3prl'), '__version__', '?')} at {Path(s3prl.hub.__file__).parent}")
-    print(f"entries in s3prl.hub: {', '.join(n for n in hubconf.ENTRIES if n not in missing) or 'none'}")
-    if missing:
-        print(f"not registered: {', '.join(missing)}")
+    present = [name for name in hubconf.ENTRIES if getattr(s3prl.hub, name, None) is hubconf.ENTRIES[name]]
+    print(f"s3prl {getattr(sys.modules['s3prl'], '__version__', '?')} at {Path(s3prl.hub.__file__).parent}")
+    print(f"entries in s3prl.hub: {', '.join(present) or 'none'}")
+    if len(present) < len(hubconf.ENTRIES):
+        print("missing entries: plain `python run_downstream.py` will not find them; install the hook or use "
+              "`streaming-ssl-s3prl run-downstream`")
         ok = False
     return 0 if ok else 1
 

@@ -45,26 +45,27 @@ def test_wheel_installs_the_hook_and_startup_stays_cheap(wheel_venv):
 
 
 def test_fresh_interpreter_finds_the_entries_in_s3prl_hub(wheel_venv, tmp_path):
-    python, _, env = wheel_venv
+    python, site_dir, env = wheel_venv
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.pt")
     probe = (
         "import argparse, torch, s3prl.hub as hub\n"
-        f"print(sorted(n for n in hub.options() if n.startswith('streaming_wavlm')))\n"
+        "print(sorted(n for n in hub.options() if n.startswith('streaming_wavlm')))\n"
         f"upstream = getattr(hub, 'streaming_wavlm_200ms')(ckpt={str(ckpt)!r})\n"
         "with torch.no_grad():\n"
         "    hidden = upstream([torch.randn(16000), torch.randn(8000)])['hidden_states']\n"
         "print(len(hidden), tuple(hidden[0].shape), argparse.Namespace in torch.serialization.get_safe_globals())\n"
+        "from s3prl_upstream.cli import main\n"
+        "print('status exit code', main(['status']))\n"
     )
-    lines = run([python, "-c", probe], env=env).stdout.strip().splitlines()
-    assert lines[-2] == str(sorted(hubconf.ENTRIES))
-    assert lines[-1] == "2 (2, 50, 64) True"
+    out = run([python, "-c", probe], env=env).stdout
+    assert str(sorted(hubconf.ENTRIES)) + "\n2 (2, 50, 64) True\n" in out
+    assert f"hook file: {site_dir / PTH}\nhook active in this interpreter: yes" in out
+    assert "entries in s3prl.hub: " + ", ".join(hubconf.ENTRIES) in out and "status exit code 0" in out
 
 
-def test_status_command_and_uninstall(wheel_venv):
+def test_console_script_and_uninstall(wheel_venv):
     python, site_dir, env = wheel_venv
-    status = run([python.parent / "streaming-ssl-s3prl", "status"], env=env).stdout
-    assert f"hook file: {site_dir / PTH}" in status and "hook active in this interpreter: yes" in status
-    assert "entries in s3prl.hub: " + ", ".join(hubconf.ENTRIES) in status
+    assert "install-hook" in run([python.parent / "streaming-ssl-s3prl", "--help"], env=env).stdout
     run([sys.executable, "-m", "pip", "--python", python, "uninstall", "-q", "-y", "streaming-ssl"], env=env)
     assert not (site_dir / PTH).exists()  # pip removes the .pth with the package
     assert run([python, "-c", STARTUP_PROBE], env=env).stdout.split() == ["False", "False", "0"]
