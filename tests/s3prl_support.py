@@ -80,6 +80,26 @@ def make_venv(root: Path, share_packages: bool = True) -> tuple[Path, Path]:
     return python, site_dir
 
 
+def install_project(python: Path, root: Path, editable: bool) -> None:
+    """pip-installs a copy of this project into ``python``'s venv, without dependencies or network: as a built
+    wheel (what `pip install .` does) or editable (what `make install` does; then run install-hook yourself)."""
+    source = root / "source"
+    source.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for package in ("s3prl_upstream", "nemo_streaming_ssl"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip"]
+    quiet = ["-q", "--no-deps", "--no-index", "--no-build-isolation"]
+    env = child_env(with_repo_on_path=False)
+    if editable:
+        run([*pip, "--python", python, "install", *quiet, "-e", source], env=env)
+        return
+    run([*pip, "wheel", *quiet, "-w", root / "dist", source], env=env)
+    (wheel,) = (root / "dist").glob("streaming_ssl-*.whl")
+    run([*pip, "--python", python, "install", *quiet[:3], wheel], env=env)
+
+
 def make_s3prl_workdir(root: Path, config: dict = EXAMPLE_DOWNSTREAM_CONFIG) -> Path:
     """What `cd s3prl/s3prl` gives in an s3prl clone: run_downstream.py (the installed one, unmodified) and
     downstream/example/config.yaml (the pip package ships no config files)."""

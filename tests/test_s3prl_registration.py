@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from s3prl_upstream import cli, hubconf
-from tests.s3prl_support import REPO, child_env, make_venv, run, save_tiny_checkpoint
+from tests.s3prl_support import REPO, child_env, install_project, make_venv, run, save_tiny_checkpoint
 
 PTH = cli.PTH_NAME
 STARTUP_PROBE = ("import sys; print('torch' in sys.modules, 's3prl_upstream.registration' in sys.modules, "
@@ -23,19 +23,9 @@ STARTUP_PROBE = ("import sys; print('torch' in sys.modules, 's3prl_upstream.regi
 def wheel_venv(tmp_path_factory):
     """A venv with this project installed the way `pip install .` does it: from a built wheel."""
     root = tmp_path_factory.mktemp("wheel")
-    source = root / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, source / name)
-    for package in ("s3prl_upstream", "nemo_streaming_ssl"):
-        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
-    env = child_env(with_repo_on_path=False)
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index", "--no-build-isolation",
-         "-w", root / "dist", source], env=env)
-    (wheel,) = (root / "dist").glob("streaming_ssl-*.whl")
     python, site_dir = make_venv(root / "venv")
-    run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel], env=env)
-    return python, site_dir, env
+    install_project(python, root, editable=False)
+    return python, site_dir, child_env(with_repo_on_path=False)
 
 
 def test_wheel_installs_the_hook_and_startup_stays_cheap(wheel_venv):

@@ -1,9 +1,9 @@
 """s3prl's own, unmodified run_downstream.py with our upstream: train, evaluate (-e) and resume (-e, more steps)
 on the `example` downstream, on CPU, in fresh interpreters, from a temporary s3prl-like folder.
 
-Training runs `python run_downstream.py` in a venv where `streaming-ssl-s3prl install-hook` put the hook (as
-after `make install`); evaluation the same way (torch 2.8 weights-only loading of s3prl's checkpoints);
-resuming goes through the `streaming-ssl-s3prl run-downstream` launcher in the plain environment.
+Training runs `python run_downstream.py` in a venv set up like `make install` does it (`pip install -e`, then
+`streaming-ssl-s3prl install-hook`); evaluation the same way (torch 2.8 weights-only loading of s3prl's
+checkpoints); resuming goes through the `streaming-ssl-s3prl run-downstream` launcher, without the hook.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from tests.s3prl_support import child_env, make_s3prl_workdir, make_venv, run, save_tiny_checkpoint
+from tests.s3prl_support import child_env, install_project, make_s3prl_workdir, make_venv, run, save_tiny_checkpoint
 
 ENTRY = "streaming_wavlm_400ms"
 
@@ -31,8 +31,9 @@ def trained(tmp_path_factory):
     workdir = make_s3prl_workdir(root)
     ckpt = save_tiny_checkpoint(root / "tiny.pt")
     python, _ = make_venv(root / "venv")
-    env = child_env(with_repo_on_path=True)
-    run([python, "-m", "s3prl_upstream.cli", "install-hook"], env=env)
+    install_project(python, root, editable=True)
+    env = child_env(with_repo_on_path=False)
+    run([python.parent / "streaming-ssl-s3prl", "install-hook"], env=env)
     result = run([python, "run_downstream.py", "-m", "train", "-u", ENTRY, "-k", ckpt, "-d", "example", "-n", "exp",
                   "--device", "cpu"], cwd=workdir, env=env)
     return workdir, python, env, workdir / "result" / "downstream" / "exp", result.stderr
