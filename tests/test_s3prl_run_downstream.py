@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from tests.s3prl_support import child_env, install_project, make_s3prl_workdir, make_venv, run, save_tiny_checkpoint
 
@@ -50,10 +51,13 @@ def test_training_saves_s3prl_checkpoints(trained):
 
 
 def test_evaluate_from_a_checkpoint(trained):
-    """s3prl's `torch.load(ckpt)` must read the pickled argparse.Namespace on torch 2.8 (weights-only default)."""
+    """s3prl's `torch.load(ckpt)` must read the pickled argparse.Namespace on torch 2.8 (weights-only default).
+    Evaluated with another entry than trained with (same features, other chunk size), as QUICKSTART suggests."""
     workdir, python, env, expdir, _ = trained
-    result = run([python, "run_downstream.py", "-m", "evaluate", "-e", expdir / "states-2.ckpt", "--device", "cpu"],
-                 cwd=workdir, env=env)
+    result = run([python, "run_downstream.py", "-m", "evaluate", "-e", expdir / "states-2.ckpt", "--device", "cpu",
+                  "-o", "args.upstream=streaming_wavlm_1000ms"], cwd=workdir, env=env)
+    saved_args = [yaml.safe_load(p.read_text()) for p in expdir.glob("args_*.yaml")]  # run_downstream.py's record
+    assert [a["upstream"] for a in saved_args if a["mode"] == "evaluate"] == ["streaming_wavlm_1000ms"]
     assert f"[Runner] - Resume from {expdir / 'states-2.ckpt'}" in result.stdout
     assert "Loading Featurizer weights from the previous experiment" in result.stdout + result.stderr
     assert "test: " in result.stderr  # the evaluation loop ran (default split: test)
