@@ -95,8 +95,8 @@ def test_blocks_are_emitted_as_soon_as_complete_and_state_stays_bounded(model, w
         assert new[0].shape[1] % BLOCK == 0 and state.frames_emitted == emitted
         assert state.kv_cache_frames <= cfg.window_size - 1
         assert state.frame_buffer.shape[1] < BLOCK and state.sample_buffer.shape[1] < BLOCK * HOP
-        assert all(p is None or p.shape[-1] < 2 * k for p, k in zip(state.conv_pending, cfg.kernel_sizes))
-        assert state.pos_pending is None or state.pos_pending.shape[-1] == cfg.conv_pos - 1
+        assert all(p is None or p.shape[1] < 2 * k for p, k in zip(state.conv_pending, cfg.kernel_sizes))
+        assert state.pos_pending is None or state.pos_pending.shape[1] == cfg.conv_pos - 1
     tail, state = model.flush(state)
     assert tail[0].shape[1] == math.ceil(seen / HOP) - emitted
     with pytest.raises(ValueError, match="flushed"):
@@ -170,3 +170,13 @@ def test_one_shot_is_differentiable_and_trains_in_train_mode():
     hidden, _ = model(torch.randn(2, 4000), torch.tensor([4000, 2500]))
     sum(h.pow(2).mean() for h in hidden).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_positional_conv_matmul_path_equals_conv1d(model):
+    """Small inputs take a batched-matmul path (faster than oneDNN's grouped conv); both must agree."""
+    pos = model.encoder.positional_embedding
+    for frames in (1, 5, pos.SMALL_INPUT_FRAMES):
+        x = torch.randn(2, frames + pos.conv.kernel_size[0] - 1, model.config.dim)
+        with torch.no_grad():
+            expected = pos.conv(x.transpose(1, 2)).transpose(1, 2)
+            assert torch.allclose(pos._valid_conv(x), expected, atol=1e-5, rtol=1e-5)

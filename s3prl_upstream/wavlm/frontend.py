@@ -3,7 +3,7 @@
 Causal mode: every convolution left-pads ``kernel - 1`` inputs, replicating the first input value, so
 output j of a layer with stride s ends at input j * s (frame t ends at sample 320 t; T = ceil(S / 320)).
 Streaming keeps, per convolution, the inputs that later outputs still need (``pending``), so any split
-of the input gives the one-shot result.
+of the input gives the one-shot result. Everything runs channels-last ([B, time, channels]).
 
 Non-causal mode (offline teacher, same as Microsoft's WavLM): the front end is unpadded, frame t covers
 samples [320 t, 320 t + 400) and T = floor((S - 400) / 320) + 1 (waveforms shorter than the receptive
@@ -18,28 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def causal_conv_step(conv: nn.Conv1d, x: Tensor, pending: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """Run a causal strided convolution on newly arrived inputs.
-
-    x: [B, C_in, L] new inputs. pending: [B, C_in, P] inputs kept from earlier calls, or None before the
-    first input (then the first value is replicated ``kernel - 1`` times on the left).
-    Returns ([B, C_out, N] every output whose inputs have all arrived, the new pending inputs).
-    """
-    kernel, stride = conv.kernel_size[0], conv.stride[0]
-    if pending is None:
-        if x.shape[-1] == 0:
-            return x.new_zeros(x.shape[0], conv.out_channels, 0), None
-        pending = x[..., :1].expand(-1, -1, kernel - 1)
-    inputs = torch.cat([pending, x], dim=-1)
-    num_out = (inputs.shape[-1] - kernel) // stride + 1 if inputs.shape[-1] >= kernel else 0
-    if num_out == 0:
-        return x.new_zeros(x.shape[0], conv.out_channels, 0), inputs
-    y = conv(inputs[..., : (num_out - 1) * stride + kernel])
-    return y, inputs[..., num_out * stride :]
-
-
 class ConvBlock(nn.Module):
-    """Conv1d (no bias) -> LayerNorm over channels -> GELU. Keys: ``conv.weight``, ``norm.{weight,bias}``."""
+    """Conv1d (no bias) -> LayerNorm over channels -> GELU. Keys: ``conv.weight``, ``norm.{weight,bias}``.
+
+    Runs channels-last as patches @ weight: one matrix product, no transposes for the LayerNorm, and
+    faster than Conv1d on CPU for both whole utterances and small streaming chunks.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, dropout: float) -> None:
         super().__init__()
@@ -48,10 +32,21 @@ class ConvBlock(nn.Module):
         self.norm = nn.LayerNorm(out_channels)
 
     def forward(self, x: Tensor, pending: Tensor | None, causal: bool) -> tuple[Tensor, Tensor | None]:
-        """x: [B, C_in, L] -> ([B, C_out, N], pending). Non-causal: unpadded convolution, pending stays None."""
-        y, pending = causal_conv_step(self.conv, x, pending) if causal else (self.conv(x), None)
-        y = self.norm(self.dropout(y).transpose(1, 2))
-        return F.gelu(y).transpose(1, 2), pending
+        """x: [B, L, C_in] -> ([B, N, C_out], pending [B, P, C_in]). Non-causal: unpadded, pending stays None."""
+        kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+        if causal and pending is None and x.shape[1] > 0:  # stream start: replicate the first value
+            pending = x[:, :1].expand(-1, kernel - 1, -1)
+        if causal and pending is not None:
+            x = torch.cat([pending, x], dim=1)
+        num_out = (x.shape[1] - kernel) // stride + 1 if x.shape[1] >= kernel else 0
+        if causal and pending is not None:
+            pending = x[:, num_out * stride :]
+        if num_out == 0:
+            return x.new_zeros(x.shape[0], 0, self.conv.out_channels), pending
+        patches = x.unfold(1, kernel, stride)[:, :num_out]  # [B, N, C_in, kernel]
+        weight = self.conv.weight.reshape(self.conv.out_channels, -1)  # [C_out, C_in * kernel]
+        y = F.linear(patches.reshape(x.shape[0], num_out, -1), weight)
+        return F.gelu(self.norm(self.dropout(y))), pending
 
 
 class FeatureExtractor(nn.Module):
@@ -67,30 +62,50 @@ class FeatureExtractor(nn.Module):
     def forward(self, wav: Tensor, pending: list[Tensor | None] | None, causal: bool
                 ) -> tuple[Tensor, list[Tensor | None]]:
         """wav: [B, S] -> ([B, T, C] frames, per-layer pending inputs). ``pending=None``: start of a stream."""
-        x = wav.unsqueeze(1)
+        x = wav.unsqueeze(-1)
         pending = pending if pending is not None else [None] * len(self.layers)
         new_pending = []
         for layer, layer_pending in zip(self.layers, pending):
             x, layer_pending = layer(x, layer_pending, causal)
             new_pending.append(layer_pending)
-        return x.transpose(1, 2), new_pending
+        return x, new_pending
 
 
 class PositionalConv(nn.Module):
     """Grouped Conv1d + GELU whose output is added to the frames (key ``conv.{weight,bias}``, no weight norm)."""
+
+    # oneDNN's grouped convolution has a large fixed cost per call (~ tens of frames' worth with the
+    # 128-tap, 16-group default); up to this many output frames one batched matrix product is faster.
+    SMALL_INPUT_FRAMES = 64
 
     def __init__(self, dim: int, kernel_size: int, groups: int) -> None:
         super().__init__()
         self.conv = nn.Conv1d(dim, dim, kernel_size, groups=groups)
 
     def forward(self, x: Tensor, pending: Tensor | None, causal: bool) -> tuple[Tensor, Tensor | None]:
-        """x: [B, T, D] -> ([B, T, D] positional term, pending)."""
-        x = x.transpose(1, 2)
+        """x: [B, T, D] -> ([B, T, D] positional term, pending [B, kernel - 1, D] last frames seen)."""
+        kernel = self.conv.kernel_size[0]
+        if x.shape[1] == 0:
+            return x, pending
         if causal:
-            y, pending = causal_conv_step(self.conv, x, pending)
-        elif x.shape[-1] == 0:
-            y = x
+            if pending is None:  # stream start: replicate the first frame
+                pending = x[:, :1].expand(-1, kernel - 1, -1)
+            x = torch.cat([pending, x], dim=1)
+            pending = x[:, x.shape[1] - (kernel - 1) :]
         else:
-            kernel = self.conv.kernel_size[0]
-            y = self.conv(F.pad(x, (kernel // 2, kernel - 1 - kernel // 2)))
-        return F.gelu(y).transpose(1, 2), pending
+            x = F.pad(x, (0, 0, kernel // 2, kernel - 1 - kernel // 2))
+        return F.gelu(self._valid_conv(x)), pending
+
+    def _valid_conv(self, x: Tensor) -> Tensor:
+        """Unpadded grouped convolution along time, channels-last: [B, L, D] -> [B, L - kernel + 1, D]."""
+        batch, length, dim = x.shape
+        kernel, groups = self.conv.kernel_size[0], self.conv.groups
+        frames, group_dim = length - kernel + 1, dim // groups
+        if frames > self.SMALL_INPUT_FRAMES:
+            return self.conv(x.transpose(1, 2)).transpose(1, 2)
+        # patches [G, B * T, group_dim * kernel] @ weight^T [G, group_dim * kernel, group_dim]
+        patches = x.view(batch, length, groups, group_dim).permute(2, 0, 1, 3).unfold(2, kernel, 1)
+        patches = patches.reshape(groups, batch * frames, group_dim * kernel)
+        weight = self.conv.weight.view(groups, group_dim, group_dim * kernel).transpose(1, 2)
+        y = torch.baddbmm(self.conv.bias.view(groups, 1, group_dim), patches, weight)
+        return y.view(groups, batch, frames, group_dim).permute(1, 2, 0, 3).reshape(batch, frames, dim)

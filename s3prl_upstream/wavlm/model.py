@@ -26,8 +26,8 @@ class StreamingState:
 
     batch_size: int
     sample_buffer: Tensor  # [B, s] samples received but not yet run through the front end
-    conv_pending: list[Tensor | None]  # per front-end conv: inputs later outputs still need
-    pos_pending: Tensor | None  # [B, D, conv_pos - 1] last frames seen by the positional conv
+    conv_pending: list[Tensor | None]  # per front-end conv [B, P, C_in]: inputs later outputs still need
+    pos_pending: Tensor | None  # [B, conv_pos - 1, D] last frames seen by the positional conv
     frame_buffer: Tensor  # [B, f < C, D] frames (positional term added) waiting for their block to complete
     kv_cache: list[KVCache | None]  # per layer keys/values [B, H, <= window - 1, head_dim]
     samples_seen: int = 0
