@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory sysdeps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -c constraints.txt -e ".[test]"
+	$(VENV)/bin/streaming-ssl-s3prl install-hook   # editable installs do not ship the s3prl hub hook (.pth)
 	touch $@
 
 # espeak-ng makes the local speech corpus; nothing is downloaded at run time.
