@@ -26,6 +26,10 @@ def encoder_frames(duration_s: float, sample_rate: int, hop_s: float, subsamplin
     return math.ceil(mel_frames / subsampling_factor)
 
 
+def _first(problems: list[str], shown: int = 10) -> str:
+    return f" (first {shown} shown)" if len(problems) > shown else ""
+
+
 def require_ctc_alignable(model, reports: dict[str, list[ManifestReport]], unk_id: int | None = None) -> None:
     """Check every utterance of the model's training and validation datasets, as NeMo tokenized them.
 
@@ -57,13 +61,13 @@ def require_ctc_alignable(model, reports: dict[str, list[ManifestReport]], unk_i
                     unknown.append(f"{where}: {item.text_raw!r}")
     if unknown:
         raise ManifestError(
-            f"{len(unknown)} transcripts contain text the tokenizer cannot spell (<unk>):\n  " + "\n  ".join(unknown[:10])
+            f"{len(unknown)} transcripts contain text the tokenizer cannot spell (<unk>){_first(unknown)}:\n  " + "\n  ".join(unknown[:10])
             + "\nRebuild the tokenizer from transcripts that cover these characters, or normalise the text."
         )
     if too_dense:
         raise ManifestError(
             f"{len(too_dense)} transcripts have more CTC tokens than the audio has {frame_ms} ms encoder frames, so CTC "
-            "cannot align them (NeMo would silently train them with loss 0):\n  " + "\n  ".join(too_dense[:10])
+            f"cannot align them (NeMo would silently train them with loss 0){_first(too_dense)}:\n  " + "\n  ".join(too_dense[:10])
             + "\nUse a subword vocabulary (conf/fastconformer_ctc_streaming_finetune.yaml builds one) or a larger "
             "vocab_size, or drop these utterances."
         )

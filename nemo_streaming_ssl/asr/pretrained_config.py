@@ -3,11 +3,13 @@
 The pretrained weights only mean something inside the architecture they were trained in, and a streaming
 model only streams if every part of it is causal. So the ASR model copies the pretrained encoder and
 preprocessor configs; a key set in the fine-tuning config either may differ (regularisation, lookahead:
-``TUNABLE_*``) or must equal the pretrained value. Everything here is plain OmegaConf: no NeMo import.
+``TUNABLE_*``) or must equal the pretrained value. Plain OmegaConf: NeMo is imported only to compare
+the classes two ``_target_`` keys name.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -44,19 +46,34 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
+def import_class(path: str) -> type:
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise PretrainedMismatchError(f"cannot import class {path!r} ({exc}); run from the project root with PYTHONPATH=.") from exc
+
+
+def is_base_class(base_path: str, derived_path: str) -> bool:
+    """Whether class ``derived_path`` is ``base_path`` or derives from it (both "module.Class" paths)."""
+    return issubclass(import_class(derived_path), import_class(base_path))
+
+
 def merge_module_config(
     module: str, pretrained: Mapping, overrides: Mapping | None, tunable: frozenset[str]
 ) -> DictConfig:
     """The pretrained ``module`` config with ``overrides`` applied; null overrides mean "keep the pretrained value".
 
-    Raises PretrainedMismatchError naming every non-tunable key whose override differs from the pretrained value.
+    ``_target_`` may name a base class of the pretrained one (e.g. NeMo's ConformerEncoder for a project
+    subclass that only adds bookkeeping), so the fine-tuned model needs no project code.
+    Raises PretrainedMismatchError naming every other non-tunable key whose override differs from the pretrained value.
     """
     merged = OmegaConf.create(_plain(pretrained))
     conflicts = []
     for key, value in (_plain(overrides) or {}).items():
         if value is None:
             continue
-        if key in tunable:
+        if key in tunable or (key == "_target_" and "_target_" in merged and is_base_class(value, merged._target_)):
             merged[key] = value
         elif key not in merged or _plain(merged[key]) != value:
             conflicts.append(f"  model.{module}.{key}: pretrained {_plain(merged.get(key, '<unset>'))!r}, given {value!r}")
@@ -65,7 +82,7 @@ def merge_module_config(
             f"model.{module} disagrees with the pretrained model on keys that define its weights or features:\n"
             + "\n".join(conflicts)
             + f"\nThe {module} config is copied from the pretrained .nemo: drop these keys (or set them to null). "
-            f"Keys that may differ: {', '.join(sorted(tunable))}."
+            f"Keys that may differ: {', '.join(sorted(tunable))}; _target_ may name a base class of the pretrained one."
         )
     return merged
 
