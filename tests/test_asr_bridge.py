@@ -30,6 +30,15 @@ TRAIN_STEPS = 60
 STREAMING_TOLERANCE = 1e-4
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they spin (measured 50x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def save_nest(path: Path, *overrides: str, config_name: str = "nest_fast-conformer_streaming") -> Path:
     """A tiny (d_model 64, 2 layers) StreamingNESTModel from the real pretraining config, saved as a .nemo."""
     from nemo_streaming_ssl.models import StreamingNESTModel
@@ -74,7 +83,7 @@ def finetune_run(pretrained_nemo, speech_corpus, tmp_path_factory) -> dict:
         f"exp_manager.exp_dir={exp_dir}", "exp_manager.create_checkpoint_callback=false",
         "exp_manager.create_tensorboard_logger=false", "streaming_check.max_utterances=2",
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=exp_dir, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (summary_path,) = exp_dir.rglob("finetune_summary.json")

@@ -128,10 +128,11 @@ def check_encoder_init(cfg: DictConfig, model) -> None:
     encoder_keys = {k for k in model.state_dict() if k.startswith("encoder.")}
     covered = set()
     for name, entry in entries.items():
+        for key in ("include", "exclude"):
+            if not isinstance(entry.get(key, []), (list, ListConfig)):
+                raise ValueError(f"init_from_nemo_model.{name}.{key} must be a list of key substrings, e.g. [encoder.]")
         include = list(entry.get("include", [""]))
         exclude = list(entry.get("exclude", []))
-        if not isinstance(entry.get("include", []), (list, ListConfig)):
-            raise ValueError(f"init_from_nemo_model.{name}.include must be a list of key substrings")
         chosen = selected_keys(encoder_keys, include, exclude)
         if chosen and Path(entry.path).resolve() != source:
             raise ValueError(

@@ -112,7 +112,7 @@ def stream_transcribe(model: EncDecCTCModel, audio: torch.Tensor) -> StreamingRe
                 return_log_probs=True,
             )
         )
-        text = texts[0].text if hasattr(texts[0], "text") else texts[0]
+        text = texts[0].text  # NeMo's CTC decoding returns Hypothesis objects
         # encoded_len counts earlier chunks too; this chunk's rows are the last predictions' worth.
         new_frames = len(predictions[0]) - sum(len(c) for c in chunks)
         chunks.append(log_probs[0, :new_frames].cpu())
