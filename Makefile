@@ -23,6 +23,23 @@ sysdeps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q espeak-ng; }
 
+# Tiny streaming NEST pretraining on CPU (a few minutes on 2 cores); prints the path of the .nemo it writes.
+# One torch thread plus one data-loading worker fill 2 cores without OpenMP threads spinning against each other.
+DEMO_STEPS ?= 300
+DEMO_DATA := num_workers=1 pin_memory=false batch_size=8
+
+$(DEMO_DIR)/corpus/train.json: | install
+	$(PY) scripts/make_corpus.py --out $(DEMO_DIR)/corpus --num-utterances 200 --seed 0
+
+demo: install $(DEMO_DIR)/corpus/train.json
+	OMP_NUM_THREADS=1 $(PY) examples/asr/speech_pretraining/masked_token_pred_pretrain.py preset=tiny \
+	  model.train_ds.manifest_filepath=$(DEMO_DIR)/corpus/train.json \
+	  model.validation_ds.manifest_filepath=$(DEMO_DIR)/corpus/val.json \
+	  model.train_ds.noise_manifest=$(DEMO_DIR)/corpus/noise.json \
+	  $(foreach kv,$(DEMO_DATA),model.train_ds.$(kv) model.validation_ds.$(kv)) \
+	  trainer.accelerator=cpu trainer.devices=1 trainer.max_steps=$(DEMO_STEPS) trainer.log_every_n_steps=10 \
+	  exp_manager.exp_dir=$(DEMO_DIR)/experiments
+
 test: install
 	$(PY) -m pytest tests
 

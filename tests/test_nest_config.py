@@ -75,7 +75,9 @@ def test_offline_baseline_is_stock_nest():
     assert not model.encoder.pre_encode.is_causal and model.cfg.preprocessor.normalize == "per_feature"
 
 
-@pytest.mark.parametrize("preset, d_model, layers", [("small", 176, 16), ("medium", 256, 16), ("large", 512, 17), ("xlarge", 1024, 24)])
+@pytest.mark.parametrize(
+    "preset, d_model, layers", [("small", 176, 16), ("medium", 256, 16), ("large", 512, 17), ("xlarge", 1024, 24)]
+)
 def test_presets_follow_the_nest_size_table(preset, d_model, layers):
     enc = model_config(preset=preset).encoder
     assert (enc.d_model, enc.n_layers, enc.conv_kernel_size) == (d_model, layers, 9)

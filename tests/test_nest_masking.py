@@ -93,3 +93,17 @@ def test_masks_live_on_the_input_device_and_dtype():
     feats = torch.randn(2, 8, 100, dtype=torch.float64)
     masked, masks = masking(feats, torch.tensor([100, 60]))
     assert masked.dtype == masks.dtype == torch.float64 and masks.device == feats.device
+
+
+def test_one_token_more_than_the_check_allows_breaks_the_guarantee():
+    """The construction check is tight: block/8 + left_context_size = left + 2 lets the window miss context."""
+    left, left_context = 6, 2
+    masking = CausalBlockMasking(4, mask_prob=0.25, block_size=8 * (left + 2 - left_context), left_context_size=left_context)
+    field = ReceptiveField(8, left, 0)
+    torch.manual_seed(7)
+    missed = 0
+    for row in masking.sample_token_mask(torch.full((8,), 300), 300):
+        for first, last in spans(row):
+            window_first, _ = field.attention_window(field.prediction_frame(torch.arange(first, last + 1)))
+            missed += int((window_first > field.covering_frame(torch.tensor(first - left_context))).sum())
+    assert missed > 0

@@ -189,7 +189,8 @@ def test_noisy_utterance_keeps_the_clean_length(models):
     """NeMo's augmentor may report the noise file's (shorter) length as the noisy length: the model ignores it."""
     model = models["causal"]
     audio, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000])
+    clean = dict(input_signal=audio, input_signal_length=lengths, noisy_input_signal=audio)
     with torch.no_grad():
-        full = model(input_signal=audio, input_signal_length=lengths, noisy_input_signal=audio, noisy_input_signal_length=lengths)
-        cut = model(input_signal=audio, input_signal_length=lengths, noisy_input_signal=audio, noisy_input_signal_length=lengths // 2)
+        full = model(**clean, noisy_input_signal_length=lengths)
+        cut = model(**clean, noisy_input_signal_length=lengths // 2)
     assert torch.equal(full[1], cut[1]) and torch.equal(full[0], cut[0])

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from nemo_streaming_ssl.models import StreamingNESTModel
+
 from .nest_support import data_overrides, run_pretrain
 
 NEMO_LINE = re.compile(r"Pretrained model \(\.nemo\): (\S+)")
@@ -67,6 +69,7 @@ def test_ddp_on_two_cpu_processes(ddp_run):
     assert "MEMBER: 1/2" in output and "MEMBER: 2/2" in output
     nemo_path = Path(NEMO_LINE.search(result.stdout).group(1))
     assert nemo_path.is_file() and nemo_path.is_relative_to(work)
+    assert type(StreamingNESTModel.restore_from(str(nemo_path), map_location="cpu")) is StreamingNESTModel
     assert global_step(last_checkpoint(work / "exp")) == 4
 
 

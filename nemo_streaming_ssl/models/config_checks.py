@@ -128,7 +128,8 @@ def _check_masking(masking: DictConfig, enc: DictConfig, pairs: list[list[int]],
             "use nemo_streaming_ssl.modules.CausalBlockMasking",
         )
     if masking.get("combine_time_steps", 1) != factor:
-        _fail("masking.combine_time_steps", f"{masking.get('combine_time_steps', 1)} is not a whole token", f"set it to {factor}")
+        steps = masking.get("combine_time_steps", 1)
+        _fail("masking.combine_time_steps", f"{steps} mel frames is not a whole token", f"set it to {factor}")
     span = masking.get("block_size", 40) // factor
     context = masking.get("left_context_size", 0)
     if context == 0:

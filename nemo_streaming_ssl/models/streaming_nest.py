@@ -62,7 +62,18 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
         return feats[:, :, : feats.shape[-1] // steps * steps]
 
     def align_to_tokens(self, log_probs, encoded_len, masks, tokens, feat_lengths):
-        """Per-frame outputs -> per-token outputs and the masks of the scored tokens (shapes: class docstring)."""
+        """Per-frame outputs -> per-token outputs and the masks of the scored tokens.
+
+        Args:
+            log_probs: (B, T_enc, C[, H]) decoder output per encoder frame.
+            encoded_len: (B,) encoder frames.
+            masks: (B, D, T) 1.0 at masked mel frames.
+            tokens: (B, K[, H]) targets of the K whole tokens.
+            feat_lengths: (B,) mel frames of each utterance.
+        Returns:
+            (B, K, C[, H]) log-probs of each token's predicting frame, encoded_len, (B, D, K*f) masks of the
+            scored tokens only (fully masked and predictable), tokens.
+        """
         steps = self.encoder.subsampling_factor
         batch, num_tokens = tokens.shape[:2]
         frames, valid = token_prediction_frames(feat_lengths // steps, encoded_len, num_tokens, self.receptive_field())

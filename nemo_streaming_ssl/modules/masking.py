@@ -18,6 +18,7 @@ NeMo's RandomBlockMasking does) or by ``mask_value``.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -103,7 +104,7 @@ class CausalBlockMasking(NeuralModule):
             return torch.zeros(shape, dtype=torch.long, device=device)
         stay = self.mean_extra_gap / (1.0 + self.mean_extra_gap)  # P(gap grows by one more token)
         uniform = 1.0 - torch.rand(shape, device=device)  # (0, 1]
-        return torch.floor(torch.log(uniform) / torch.log(torch.tensor(stay, device=device))).long()
+        return torch.floor(torch.log(uniform) / math.log(stay)).long()
 
     def sample_token_mask(self, token_lengths: torch.Tensor, num_tokens: int) -> torch.Tensor:
         """(B,) whole tokens per utterance -> (B, num_tokens) bool, True where a token is masked."""

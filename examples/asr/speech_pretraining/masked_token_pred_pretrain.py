@@ -83,8 +83,8 @@ def nemo_file(trainer: pl.Trainer, log_dir: Path, name: str) -> Path:
 
 @hydra_runner(config_path=str(REPO_ROOT / "conf"), config_name="nest_fast-conformer_streaming")
 def main(cfg: DictConfig) -> None:
-    # DDP re-runs this script in every process: the local rank 0 process of each node checks the data.
-    if os.environ.get("LOCAL_RANK", "0") == "0":
+    # Every DDP process runs this script (Lightning's launcher, torchrun, SLURM); the first of each node checks the data.
+    if os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")) == "0":
         try:
             validate_data(cfg.model)
         except ManifestError as exc:
