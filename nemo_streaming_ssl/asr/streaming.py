@@ -57,10 +57,11 @@ def setup_cache_aware_streaming(model: EncDecCTCModel, longest_stream_s: float |
     model.eval()
     encoder = model.encoder
     left, right = encoder.att_context_size
-    chunk_frames = right + 1
     if left >= 0:
-        max_context_frames = left
-    elif longest_stream_s is not None:
+        encoder.setup_streaming_params()  # the cache is the left context
+        return
+    chunk_frames = right + 1
+    if longest_stream_s is not None:
         max_context_frames = math.ceil((longest_stream_s / encoder_frame_s(model) + 1) / chunk_frames) * chunk_frames
     else:
         max_context_frames = (encoder.pos_emb_max_len // chunk_frames - 1) * chunk_frames
@@ -98,7 +99,7 @@ def stream_transcribe(model: EncDecCTCModel, audio: torch.Tensor) -> StreamingRe
     cache_channel, cache_time, cache_channel_len = model.encoder.get_initial_cache_state(batch_size=1)
     predictions, text, chunks = None, "", []
     for step, (chunk, chunk_lengths) in enumerate(buffer):
-        (predictions, texts, cache_channel, cache_time, cache_channel_len, _, log_probs, encoded_len) = (
+        (predictions, texts, cache_channel, cache_time, cache_channel_len, _, log_probs, _) = (
             model.conformer_stream_step(
                 processed_signal=chunk,
                 processed_signal_length=chunk_lengths,
@@ -113,7 +114,7 @@ def stream_transcribe(model: EncDecCTCModel, audio: torch.Tensor) -> StreamingRe
             )
         )
         text = texts[0].text  # NeMo's CTC decoding returns Hypothesis objects
-        # encoded_len counts earlier chunks too; this chunk's rows are the last predictions' worth.
+        # predictions[0] holds every frame so far; the rows of this chunk are the new ones.
         new_frames = len(predictions[0]) - sum(len(c) for c in chunks)
         chunks.append(log_probs[0, :new_frames].cpu())
     return StreamingResult(torch.cat(chunks), text)
