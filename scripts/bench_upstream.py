@@ -7,7 +7,8 @@
 Random weights, float32, batch 1. For each chunk size (default 80/200/400/600/800/1000 ms and 10 s
 "offline") it streams the same audio and reports: total time / one-shot time (the ratio), real-time
 factor, compute per chunk, the worst-case true latency (chunk buffering + waiting for the block's last
-frame + compute), and the streamed output's difference from the one-shot output. Then it streams
+frame + compute), and the streamed output's difference from the one-shot output. Each streaming run is
+timed right after its own one-shot run, so a drifting machine load skews the ratios less. Then it streams
 ``--long-minutes`` of audio in ``--long-chunk-ms`` chunks and compares per-chunk time and process RSS
 early vs late (both must stay flat: the state is bounded). Writes results.json and a PNG plot.
 """
@@ -95,6 +96,7 @@ def long_stream(model: StreamingWavLM, minutes: float, chunk_ms: int) -> dict:
     return {
         "chunk_ms": chunk_ms, "minutes": num_chunks * chunk_ms / 60_000, "num_chunks": num_chunks,
         "early_ms_per_chunk": 1e3 * statistics.median(early), "late_ms_per_chunk": 1e3 * statistics.median(late),
+        "early_ms_per_chunk_min": 1e3 * min(early), "late_ms_per_chunk_min": 1e3 * min(late),
         "rss_mib_early": rss[2 * tenth - 1], "rss_mib_end": rss[-1], "kv_cache_frames_max": cache,
         "times_ms": [1e3 * t for t in times], "rss_mib": rss,
     }
@@ -115,7 +117,7 @@ def plot(results: dict, path: Path) -> None:
     ax.plot(labels, [r["chunk_ms"] for r in rows], "k--", marker="o", label="chunk duration (real time)")
     ax.set_yscale("log")
     ax.set_ylabel("ms")
-    ax.set_title(f"Compute per chunk; one-shot RTF {results['one_shot']['rtf']:.2f}")
+    ax.set_title(f"Compute per chunk (ratio to one-shot); one-shot RTF {results['one_shot']['rtf']:.2f}")
     for i, r in enumerate(rows):
         ax.annotate(f"{r['ratio_vs_one_shot']:.2f}x\nRTF {r['rtf']:.2f}", (i, compute[i]), ha="center", va="bottom",
                     fontsize=8)
@@ -126,6 +128,7 @@ def plot(results: dict, path: Path) -> None:
     ax.bar(labels, waiting, color="tab:gray", label="buffering + block (algorithmic)")
     ax.bar(labels, compute_p95, bottom=waiting, color="tab:orange", label="compute (p95 per chunk)")
     ax.set_yscale("log")
+    ax.set_ylim(bottom=30)
     ax.set_ylabel("worst-case latency (ms)")
     ax.set_title("True latency per chunk size")
     ax.legend(fontsize=8, loc="upper left")
@@ -153,6 +156,7 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the memory/drift stream")
     parser.add_argument("--long-chunk-ms", type=int, default=400)
     parser.add_argument("--num-layers", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=1, help="timed pairs per chunk size; the fastest counts")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--out-dir", default="bench_out/upstream")
     args = parser.parse_args()
@@ -171,40 +175,49 @@ def main() -> None:
     with torch.inference_mode():
         model(wav[:, :SAMPLE_RATE])  # warm-up
         stream(model, wav[:, : 2 * SAMPLE_RATE], 400 * SAMPLES_PER_MS)
-        first_time, reference = one_shot(model, wav)
         rows = []
         for chunk_ms in chunks_ms:
-            times, streamed = stream(model, wav, chunk_ms * SAMPLES_PER_MS)
-            error = max(float((s - r).norm() / r.norm()) for s, r in zip(streamed, reference))
-            max_abs = max(float((s - r).abs().max()) for s, r in zip(streamed, reference))
-            rows.append({"chunk_ms": chunk_ms, "label": "offline" if chunk_ms >= 10_000 else f"{chunk_ms} ms",
-                         "total_s": sum(times), "num_chunks": len(times),
-                         "compute_ms_per_chunk_mean": 1e3 * statistics.mean(times),
-                         "compute_ms_per_chunk_p95": 1e3 * sorted(times)[int(0.95 * (len(times) - 1))],
-                         "worst_latency_ms_without_compute": worst_case_latency_ms(chunk_ms * SAMPLES_PER_MS, cfg),
-                         "relative_error_vs_one_shot": error, "max_abs_error_vs_one_shot": max_abs})
-            print(f"  {rows[-1]['label']:>8}: {sum(times):7.2f} s", flush=True)
-        last_time, _ = one_shot(model, wav)  # again at the end: machine load drifts
-        one_shot_s = min(first_time, last_time)
-        for row in rows:
-            row["ratio_vs_one_shot"] = row["total_s"] / one_shot_s
-            row["rtf"] = row["total_s"] / args.seconds
-            row["worst_latency_ms"] = row["worst_latency_ms_without_compute"] + row["compute_ms_per_chunk_p95"]
+            # Each streaming run is paired with a one-shot run next to it (machine load drifts); with
+            # --repeats, the pairs alternate their order and the fastest run of each kind counts.
+            one_shot_runs, stream_runs = [], []
+            for repeat in range(args.repeats):
+                if repeat % 2:
+                    stream_runs.append(stream(model, wav, chunk_ms * SAMPLES_PER_MS))
+                one_shot_runs.append(one_shot(model, wav))
+                if not repeat % 2:
+                    stream_runs.append(stream(model, wav, chunk_ms * SAMPLES_PER_MS))
+            one_shot_s, reference = min(one_shot_runs, key=lambda run: run[0])
+            times, streamed = min(stream_runs, key=lambda run: sum(run[0]))
+            rows.append({
+                "chunk_ms": chunk_ms, "label": "offline" if chunk_ms >= 10_000 else f"{chunk_ms} ms",
+                "total_s": sum(times), "one_shot_s": one_shot_s, "num_chunks": len(times),
+                "ratio_vs_one_shot": sum(times) / one_shot_s, "rtf": sum(times) / args.seconds,
+                "compute_ms_per_chunk_mean": 1e3 * statistics.mean(times),
+                "compute_ms_per_chunk_p95": 1e3 * sorted(times)[int(0.95 * (len(times) - 1))],
+                "worst_latency_ms_without_compute": worst_case_latency_ms(chunk_ms * SAMPLES_PER_MS, cfg),
+                "relative_error_vs_one_shot": max(float((s - r).norm() / r.norm()) for s, r in zip(streamed, reference)),
+                "max_abs_error_vs_one_shot": max(float((s - r).abs().max()) for s, r in zip(streamed, reference)),
+            })
+            rows[-1]["worst_latency_ms"] = rows[-1]["worst_latency_ms_without_compute"] + rows[-1]["compute_ms_per_chunk_p95"]
+            print(f"  {rows[-1]['label']:>8}: streaming {sum(times):7.2f} s, one-shot {one_shot_s:6.2f} s", flush=True)
         long = long_stream(model, args.long_minutes, args.long_chunk_ms)
 
-    results = {"title": title, "one_shot": {"seconds": one_shot_s, "runs_s": [first_time, last_time],
+    one_shot_runs = [r["one_shot_s"] for r in rows]
+    one_shot_s = statistics.median(one_shot_runs)
+    results = {"title": title, "one_shot": {"seconds": one_shot_s, "runs_s": one_shot_runs,
                                             "rtf": one_shot_s / args.seconds},
                "chunks": rows, "long_stream": long}
-    print(f"\none-shot causal forward: {one_shot_s:.2f} s (runs {first_time:.2f} / {last_time:.2f} s), "
-          f"RTF {one_shot_s / args.seconds:.3f}")
-    print(f"{'chunk':>8} {'stream s':>9} {'ratio':>6} {'RTF':>6} {'ms/chunk':>9} {'p95':>7} "
+    print(f"\none-shot causal forward: median {one_shot_s:.2f} s (RTF {one_shot_s / args.seconds:.3f}); runs "
+          + " ".join(f"{t:.1f}" for t in one_shot_runs))
+    print(f"{'chunk':>8} {'stream s':>9} {'1-shot s':>9} {'ratio':>6} {'RTF':>6} {'ms/chunk':>9} {'p95':>7} "
           f"{'latency ms':>11} {'rel err':>8} {'max abs':>8}")
     for r in rows:
-        print(f"{r['label']:>8} {r['total_s']:9.2f} {r['ratio_vs_one_shot']:6.2f} {r['rtf']:6.3f} "
+        print(f"{r['label']:>8} {r['total_s']:9.2f} {r['one_shot_s']:9.2f} {r['ratio_vs_one_shot']:6.2f} {r['rtf']:6.3f} "
               f"{r['compute_ms_per_chunk_mean']:9.1f} {r['compute_ms_per_chunk_p95']:7.1f} {r['worst_latency_ms']:11.0f} "
               f"{r['relative_error_vs_one_shot']:8.1e} {r['max_abs_error_vs_one_shot']:8.1e}")
-    print(f"long stream: {long['minutes']:.1f} min in {long['chunk_ms']} ms chunks: per chunk {long['early_ms_per_chunk']:.1f} ms "
-          f"early vs {long['late_ms_per_chunk']:.1f} ms late; RSS {long['rss_mib_early']:.0f} MiB early vs "
+    print(f"long stream: {long['minutes']:.1f} min in {long['chunk_ms']} ms chunks: per chunk median (min) "
+          f"{long['early_ms_per_chunk']:.0f} ({long['early_ms_per_chunk_min']:.0f}) ms early vs "
+          f"{long['late_ms_per_chunk']:.0f} ({long['late_ms_per_chunk_min']:.0f}) ms late; RSS {long['rss_mib_early']:.0f} MiB early vs "
           f"{long['rss_mib_end']:.0f} MiB at the end; KV cache at most {long['kv_cache_frames_max']} frames")
 
     out_dir = Path(args.out_dir)

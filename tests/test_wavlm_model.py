@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -11,19 +13,11 @@ import torch
 from nemo_streaming_ssl.data.manifest import read_manifest
 from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
 
-from .wavlm_helpers import relative_error, stream_all, tiny_model
+from .wavlm_helpers import one_thread, relative_error, stream_all, tiny_model  # noqa: F401 (autouse fixture)
 
+REPO = Path(__file__).resolve().parents[1]
 HOP = 320
 BLOCK = 4  # lookahead 3 + 1
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small ops on a shared 2-core machine run far faster without intra-op threads.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +174,23 @@ def test_positional_conv_matmul_path_equals_conv1d(model):
         with torch.no_grad():
             expected = pos.conv(x.transpose(1, 2)).transpose(1, 2)
             assert torch.allclose(pos._valid_conv(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_ms", [20, 80, 200])
+def test_benchmark_latency_formula_matches_real_emission(model, wav, chunk_ms):
+    """The latency the benchmark and docs quote is what stream() really does: for every sample, the wait
+    from its arrival to the end of the call that emits the first frame seeing it (frame ceil(n / 320))."""
+    spec = importlib.util.spec_from_file_location("bench_upstream", REPO / "scripts" / "bench_upstream.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    chunk = chunk_ms * 16
+    state, emitted_after = model.init_state(2), []
+    for start in range(0, 32000, chunk):
+        new, state = model.stream(wav[:, start : start + chunk], state)
+        emitted_after.append(state.frames_emitted)
+    emitted_after = torch.tensor(emitted_after)
+    samples = torch.arange(32000 - 1600)  # leave the tail out: its frames are emitted only by flush()
+    first_frame = (samples + HOP - 1) // HOP
+    call = torch.searchsorted(emitted_after, first_frame, right=True)  # first call after which it is out
+    worst = int(((call + 1) * chunk - (samples + 1)).max())
+    assert worst / 16 == bench.worst_case_latency_ms(chunk, model.config)

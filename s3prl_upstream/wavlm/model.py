@@ -22,7 +22,10 @@ from .frontend import FeatureExtractor
 
 @dataclass
 class StreamingState:
-    """Everything a stream carries between calls (one object per stream batch; see StreamingWavLM.stream)."""
+    """Everything a stream carries between calls (one object per stream batch; see StreamingWavLM.stream).
+
+    Every tensor in it is batch-first, so rows can be selected (e.g. to flush one utterance early).
+    """
 
     batch_size: int
     sample_buffer: Tensor  # [B, s] samples received but not yet run through the front end
