@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Pretrain a streaming FastConformer with NEST (masked token prediction) on NeMo manifests.
+
+    python examples/asr/speech_pretraining/masked_token_pred_pretrain.py --config-name=nest_fast-conformer_streaming \
+        model.train_ds.manifest_filepath=/data/train.json model.validation_ds.manifest_filepath=/data/val.json \
+        [model.train_ds.noise_manifest=/data/noise.json] [preset=medium] [mode=lookahead] trainer.devices=4
+
+Configs live in the repository's conf/ (streaming modes, size presets, the offline baseline
+``--config-name=nest_fast-conformer_offline``); see STREAMING_NEST.md. Before the trainer starts, every line
+and audio file of the train, validation and noise manifests is checked (a bad line stops the run, naming the
+file and line) and the utterances dropped by the duration limits are counted. Logs (TensorBoard) and
+checkpoints go to ``exp_manager.exp_dir``/``name``; rerunning the same command resumes from the last
+checkpoint. The path of the final ``.nemo`` is printed at the end.
+
+Run it as a file: the nemo_toolkit wheel installs top-level ``examples``/``scripts``/``tests`` packages, so
+``python -m examples...`` would find NeMo's, not ours.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+# Runs from a checkout without installing the project (pip install -e . makes this a no-op).
+if (REPO_ROOT / "nemo_streaming_ssl").is_dir() and str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import lightning.pytorch as pl  # noqa: E402
+from omegaconf import DictConfig, ListConfig, OmegaConf  # noqa: E402
+
+from nemo.core.config import hydra_runner  # noqa: E402
+from nemo.utils import logging  # noqa: E402
+from nemo.utils.callbacks import NeMoModelCheckpoint  # noqa: E402
+from nemo.utils.exp_manager import exp_manager  # noqa: E402
+
+from nemo_streaming_ssl.data.manifest import ManifestError, validate_manifest  # noqa: E402
+from nemo_streaming_ssl.models import StreamingNESTModel  # noqa: E402
+
+MANIFEST_ERROR_EXIT = 2
+
+
+def manifest_paths(value) -> list[str]:
+    """A manifest setting as NeMo accepts it (path, comma-separated paths, list, None) -> list of paths."""
+    if value is None:
+        return []
+    if isinstance(value, (list, ListConfig)):
+        return [str(v) for v in value]
+    return [p.strip() for p in str(value).split(",") if p.strip()]
+
+
+def validate_data(model_cfg: DictConfig) -> None:
+    """Check every manifest of the run and print what will be used; raise ManifestError on a bad one."""
+    sample_rate = model_cfg.sample_rate
+    for split in ("train_ds", "validation_ds"):
+        ds = model_cfg.get(split)
+        if ds is None:
+            continue
+        if ds.get("is_tarred", False) or ds.get("use_lhotse", False):
+            print(f"{split}: tarred/lhotse data, audio inside archives is not validated here")
+            continue
+        paths = manifest_paths(ds.get("manifest_filepath"))
+        if not paths:
+            raise ManifestError(f"model.{split}.manifest_filepath is not set")
+        for path in paths:
+            report = validate_manifest(path, sample_rate, ds.get("min_duration"), ds.get("max_duration"))
+            print(f"{split}: {report.summary()}")
+        noise_paths = manifest_paths(ds.get("noise_manifest"))
+        for path in noise_paths:
+            print(f"{split} noise: {validate_manifest(path, sample_rate).summary()}")
+        if not noise_paths and split == "train_ds":
+            print("train_ds: no noise_manifest: the batch augmentor mixes in other utterances only, never noise")
+
+
+def nemo_file(trainer: pl.Trainer, log_dir: Path, name: str) -> Path:
+    """Where exp_manager's checkpoint callback wrote the final .nemo (or where we save it ourselves)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, NeMoModelCheckpoint) and callback.save_nemo_on_train_end:
+            return Path(callback.dirpath) / f"{callback.prefix}{callback.postfix}"
+    return Path(log_dir) / f"{name}.nemo"
+
+
+@hydra_runner(config_path=str(REPO_ROOT / "conf"), config_name="nest_fast-conformer_streaming")
+def main(cfg: DictConfig) -> None:
+    # Every DDP process runs this script (Lightning's launcher, torchrun, SLURM); the first of each node checks the data.
+    if os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")) == "0":
+        try:
+            validate_data(cfg.model)
+        except ManifestError as exc:
+            print(f"manifest error: {exc}", file=sys.stderr)
+            raise SystemExit(MANIFEST_ERROR_EXIT) from None
+    logging.info(f"Config:\n{OmegaConf.to_yaml(cfg)}")
+
+    trainer = pl.Trainer(**cfg.trainer)
+    log_dir = exp_manager(trainer, cfg.get("exp_manager", None))
+    model = StreamingNESTModel(cfg=cfg.model, trainer=trainer)
+    trainer.fit(model)
+
+    path = nemo_file(trainer, log_dir, cfg.name)
+    if not path.is_file():
+        model.save_to(str(path))
+    if trainer.is_global_zero:
+        print(f"Pretrained model (.nemo): {path.resolve()}")
+
+
+if __name__ == "__main__":
+    main()

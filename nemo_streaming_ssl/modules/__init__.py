@@ -1,0 +1,14 @@
+"""NeMo modules for streaming NEST, each built from ``_target_`` in the model config (imports NeMo)."""
+
+from nemo.core.classes import common as _nemo_common
+
+from .encoder import MultiLatencyConformerEncoder
+from .loss import MaskedTokenPredLoss
+from .masking import CausalBlockMasking
+
+# NeMo 2.5.3 builds `_target_` classes only from an allow-list of module prefixes (and only nn.Module or
+# ModelPT subclasses); add ours so configs can name these modules.
+if "nemo_streaming_ssl." not in _nemo_common.ALLOWED_TARGET_PREFIXES:
+    _nemo_common.ALLOWED_TARGET_PREFIXES.append("nemo_streaming_ssl.")
+
+__all__ = ["CausalBlockMasking", "MaskedTokenPredLoss", "MultiLatencyConformerEncoder"]

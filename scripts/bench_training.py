@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Training-step time of streaming NEST vs NeMo's stock NEST of the same size, side by side.
+
+    python scripts/bench_training.py --preset small --mode causal --batch 4 --seconds 8 --steps 12
+
+Both models get the same batches; each step is forward (with masking) + loss + backward + AdamW step.
+Steps alternate between the two models (order swapped every step) after a warm-up, and the ratio of the
+median step times (streaming / stock) is printed; the goal is <= 1.10. Stock NEST is
+``EncDecDenoiseMaskedTokenPredModel`` built from conf/nest_fast-conformer_offline.yaml (bidirectional
+encoder, BatchNorm, utterance-normalized features, RandomBlockMasking), the streaming model from
+conf/nest_fast-conformer_streaming.yaml with the chosen mode. Runs on CUDA when available.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Run as a file from a checkout (the nemo_toolkit wheel ships its own top-level `scripts` package).
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from nemo.collections.asr.models.ssl_models import EncDecDenoiseMaskedTokenPredModel  # noqa: E402
+
+from nemo_streaming_ssl.models import StreamingNESTModel  # noqa: E402
+
+
+def model_config(config_name: str, overrides: list[str]) -> DictConfig:
+    """The resolved ``model`` node of one of the repository's configs, without data sections."""
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base=None):
+        cfg = compose(config_name=config_name, overrides=overrides)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    del model["train_ds"], model["validation_ds"]
+    return OmegaConf.create(model)
+
+
+def make_batches(num: int, batch: int, seconds: float, sample_rate: int, device: torch.device) -> list[dict]:
+    """Synthetic audio batches (varied lengths, padded) shared by both models: (B, S) audio and (B,) lengths."""
+    generator = torch.Generator().manual_seed(0)
+    samples = int(seconds * sample_rate)
+    batches = []
+    for _ in range(num):
+        lengths = torch.randint(samples // 2, samples + 1, (batch,), generator=generator)
+        lengths[0] = samples
+        audio = torch.randn(batch, samples, generator=generator) * 0.1
+        audio *= (torch.arange(samples) < lengths.unsqueeze(1)).float()
+        noisy = audio + torch.randn(batch, samples, generator=generator) * 0.01
+        batches.append(
+            dict(
+                input_signal=audio.to(device),
+                input_signal_length=lengths.to(device),
+                noisy_input_signal=noisy.to(device),
+                noisy_input_signal_length=lengths.to(device),
+            )
+        )
+    return batches
+
+
+class Stepper:
+    """One model with its optimizer; ``step`` runs a full training step and returns its wall time in seconds."""
+
+    def __init__(self, model, device: torch.device):
+        self.model = model.to(device).train()
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-4)
+        self.device = device
+
+    def step(self, batch: dict) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        log_probs, encoded_len, masks, tokens = self.model(**batch, apply_mask=True)
+        loss = self.model.loss(masks=masks, decoder_outputs=log_probs, targets=tokens, decoder_lengths=encoded_len)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="small", help="tiny|small|medium|large|xlarge (conf/preset)")
+    parser.add_argument("--mode", default="causal", help="causal|lookahead|left_context|multi_latency (conf/mode)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=8.0, help="longest utterance of a batch")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per model")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+
+    size = [f"preset={args.preset}"]
+    streaming_cfg = model_config("nest_fast-conformer_streaming", [*size, f"mode={args.mode}"])
+    streaming = Stepper(StreamingNESTModel(streaming_cfg), device)
+    stock = Stepper(EncDecDenoiseMaskedTokenPredModel(model_config("nest_fast-conformer_offline", size)), device)
+    params = sum(p.numel() for p in streaming.model.parameters()) / 1e6
+    print(f"device {device}, preset {args.preset} ({params:.1f}M params), mode {args.mode}, "
+          f"batch {args.batch} x {args.seconds:g} s, {args.steps} timed steps each")
+
+    batches = make_batches(args.warmup + args.steps, args.batch, args.seconds, 16000, device)
+    times = {"streaming": [], "stock": []}
+    for i, batch in enumerate(tqdm(batches, desc="interleaved steps")):
+        order = [("streaming", streaming), ("stock", stock)]
+        for name, stepper in order if i % 2 == 0 else order[::-1]:
+            seconds = stepper.step(batch)
+            if i >= args.warmup:
+                times[name].append(seconds)
+
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, value in medians.items():
+        print(f"{name:>9}: median step {value * 1000:.1f} ms (min {min(times[name]) * 1000:.1f} ms)")
+    ratio = medians["streaming"] / medians["stock"]
+    print(f"ratio streaming / stock: {ratio:.3f} (goal <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Helpers for the streaming NEST tests: the repository's real Hydra configs with the tiny preset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+PRETRAIN_SCRIPT = REPO_ROOT / "examples" / "asr" / "speech_pretraining" / "masked_token_pred_pretrain.py"
+STREAMING = "nest_fast-conformer_streaming"
+
+
+def data_overrides(corpus: dict | None, batch_size: int = 4) -> list[str]:
+    """Overrides pointing a config at the test corpus, loading in the main process."""
+    if corpus is None:
+        return ["model.train_ds.manifest_filepath=null", "model.validation_ds.manifest_filepath=null"]
+    return [
+        f"model.train_ds.manifest_filepath={corpus['train']}",
+        f"model.validation_ds.manifest_filepath={corpus['val']}",
+        f"model.train_ds.noise_manifest={corpus['noise']}",
+        f"model.train_ds.batch_size={batch_size}",
+        f"model.validation_ds.batch_size={batch_size}",
+        "model.train_ds.num_workers=0",
+        "model.validation_ds.num_workers=0",
+        "model.train_ds.pin_memory=false",
+        "model.validation_ds.pin_memory=false",
+    ]
+
+
+def compose_config(
+    *overrides: str, config_name: str = STREAMING, corpus: dict | None = None, preset: str = "tiny"
+) -> DictConfig:
+    """The full config, resolved, as the pretrain script would see it."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name=config_name, overrides=[f"preset={preset}", *data_overrides(corpus), *overrides])
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+
+
+def model_config(
+    *overrides: str, config_name: str = STREAMING, corpus: dict | None = None, preset: str = "tiny"
+) -> DictConfig:
+    """The resolved ``model`` node; without a corpus it has no data sections (no loaders are built)."""
+    cfg = compose_config(*overrides, config_name=config_name, corpus=corpus, preset=preset).model
+    if corpus is None:
+        del cfg["train_ds"], cfg["validation_ds"]
+    return cfg
+
+
+def run_pretrain(args: list[str], cwd: Path, timeout: float = 400) -> subprocess.CompletedProcess:
+    """Run the pretrain script as a file in a fresh Python process, as a user would."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
+    return subprocess.run(
+        [sys.executable, str(PRETRAIN_SCRIPT), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,87 @@
+"""The pretrain script as users run it: manifest errors stop it early, DDP on 2 CPU processes, resume."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from nemo_streaming_ssl.models import StreamingNESTModel
+
+from .nest_support import data_overrides, run_pretrain
+
+NEMO_LINE = re.compile(r"Pretrained model \(\.nemo\): (\S+)")
+
+
+def last_checkpoint(exp_dir: Path) -> Path:
+    (path,) = exp_dir.rglob("*-last.ckpt")
+    return path
+
+
+def global_step(checkpoint: Path) -> int:
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
+
+
+def logged_train_steps(event_files) -> list[int]:
+    """Steps at which train_loss was written to the given TensorBoard event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = []
+    for path in event_files:
+        events = EventAccumulator(str(path))
+        events.Reload()
+        if "train_loss" in events.Tags()["scalars"]:
+            steps += [event.step for event in events.Scalars("train_loss")]
+    return sorted(steps)
+
+
+def test_bad_manifest_line_stops_before_training(speech_corpus, tmp_path):
+    lines = Path(speech_corpus["train"]).read_text().splitlines()
+    lines[2] = lines[2].replace(".wav", "_missing.wav")
+    bad = tmp_path / "train_bad.json"
+    bad.write_text("\n".join(lines) + "\n")
+    corpus = dict(speech_corpus, train=bad)
+    result = run_pretrain(["preset=tiny", *data_overrides(corpus), f"exp_manager.exp_dir={tmp_path / 'exp'}"], tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{bad}:3" in result.stderr and "audio file not found" in result.stderr
+    assert not (tmp_path / "exp").exists()  # neither exp_manager nor the trainer ran
+
+
+@pytest.fixture(scope="module")
+def ddp_run(speech_corpus, tmp_path_factory):
+    """4 steps of DDP on 2 CPU processes (gloo), checkpoints under exp/."""
+    work = tmp_path_factory.mktemp("ddp")
+    args = [
+        "preset=tiny",
+        *data_overrides(speech_corpus, batch_size=2),
+        f"exp_manager.exp_dir={work / 'exp'}",
+        "trainer.accelerator=cpu",
+        "trainer.log_every_n_steps=1",
+    ]
+    first = run_pretrain([*args, "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=4"], work)
+    return work, args, first
+
+
+def test_ddp_on_two_cpu_processes(ddp_run):
+    work, _, result = ddp_run
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "MEMBER: 1/2" in output and "MEMBER: 2/2" in output
+    nemo_path = Path(NEMO_LINE.search(result.stdout).group(1))
+    assert nemo_path.is_file() and nemo_path.is_relative_to(work)
+    assert type(StreamingNESTModel.restore_from(str(nemo_path), map_location="cpu")) is StreamingNESTModel
+    assert global_step(last_checkpoint(work / "exp")) == 4
+
+
+def test_rerun_resumes_from_the_last_checkpoint(ddp_run):
+    """A stopped run (here: one that reached max_steps=4) continues from its checkpoint when rerun."""
+    work, args, first = ddp_run
+    assert first.returncode == 0
+    checkpoint = last_checkpoint(work / "exp")
+    before = set((work / "exp").rglob("events.out.tfevents*"))
+    result = run_pretrain([*args, "trainer.devices=1", "trainer.max_steps=7"], work)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert f"Restoring states from the checkpoint path at {checkpoint}" in output
+    assert global_step(last_checkpoint(work / "exp")) == 7
+    assert logged_train_steps(set((work / "exp").rglob("events.out.tfevents*")) - before) == [4, 5, 6]  # not 0..6

@@ -1,0 +1,142 @@
+"""Streamed encoder output == offline forward of the same model (max abs 1e-4), however audio is cut."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from nemo.collections.asr.parts.preprocessing.features import FilterbankFeatures
+
+from nemo_streaming_ssl.streaming import StreamingEncoderRunner, StreamingLogMel
+from nemo_streaming_ssl.streaming.untrained import untrained_model
+from tests.streaming_helpers import MODES, noise_audio, one_torch_thread, speech, stream  # noqa: F401
+
+TOL = 1e-4
+PIECES = {"10ms": 160, "37ms": 592, "whole": 10**9}
+
+
+@pytest.fixture(scope="module")
+def nemo_files(tmp_path_factory):
+    """The tiny streaming models of every mode, built and saved once: {mode: path to .nemo}."""
+    out = tmp_path_factory.mktemp("streaming_models")
+    torch.manual_seed(0)
+    paths = {}
+    for mode, overrides in MODES.items():
+        paths[mode] = out / f"{mode}.nemo"
+        untrained_model(overrides).save_to(str(paths[mode]))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def models(nemo_files):
+    from nemo.core import ModelPT
+
+    return {mode: ModelPT.restore_from(str(path), map_location="cpu").eval() for mode, path in nemo_files.items()}
+
+
+@pytest.fixture(scope="module")
+def utterances(speech_corpus):
+    return speech(speech_corpus, 3)
+
+
+FEATURE_OPTIONS = {
+    "nemo_default": {},  # centred STFT, add-guard log, power spectrum
+    "clamp_20ms": {"n_window_size": 320, "log_zero_guard_type": "clamp"},
+    "no_preemph": {"preemph": None, "mag_power": 1.0, "n_fft": 1024, "nfilt": 64},
+}
+
+
+@pytest.mark.parametrize(
+    "options,piece",
+    [("nemo_default", 1)] + [(o, p) for o in FEATURE_OPTIONS for p in (37, 160, 10**9)],
+)
+def test_features_equal_the_preprocessor(options, piece):
+    """Mel frames equal NeMo's preprocessor on the whole signal, however the audio is cut."""
+    args = dict(sample_rate=16000, n_window_size=400, n_window_stride=160, normalize="NA", pad_to=0, dither=0.0)
+    featurizer = FilterbankFeatures(**{**args, **FEATURE_OPTIONS[options]}).eval()
+    audio = noise_audio(0.6, seed=1)[: 8000 + 37]
+    expected, length = featurizer(audio[None], torch.tensor([audio.numel()]))
+    expected = expected[0, :, : int(length)]
+    streamer = StreamingLogMel(featurizer)
+    state = streamer.new_state()
+    pieces = []
+    for i in range(0, audio.numel(), piece):
+        pieces.append(streamer.push(state, audio[i : i + piece]))
+        assert state.next_frame == streamer.frames_ready(state.num_samples)
+    pieces.append(streamer.finish(state))
+    got = torch.cat(pieces, dim=1)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("piece", list(PIECES), ids=list(PIECES))
+@pytest.mark.parametrize("chunks", [1, 2, 3])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_stream_equals_offline(models, utterances, mode, chunks, piece):
+    """Every mode, chunks of 1-3 attention chunks, pieces of 10 ms, 37 ms and the whole file."""
+    model = models[mode]
+    runner = StreamingEncoderRunner(model, chunk_frames=chunks * (model.encoder.att_context_size[1] + 1), posteriors=True)
+    for audio in utterances[:2]:
+        expected = runner.offline(audio)
+        frames, log_probs, outputs = stream(runner, audio, PIECES[piece])
+        assert frames.shape == expected.frames.shape
+        assert (frames - expected.frames).abs().max() < TOL
+        assert (log_probs - expected.log_probs).abs().max() < TOL
+        # frames arrive in order, numbered, and never more than one chunk per step
+        assert [o.first_frame for o in outputs] == list(torch.cumsum(torch.tensor([0] + [len(o.frames) for o in outputs[:-1]]), 0))
+
+
+def test_batch_of_streams_with_different_lengths_and_pieces(models, utterances):
+    """Streams of different lengths, fed different piece sizes, ending at different times."""
+    runner = StreamingEncoderRunner(models["left_context_lookahead"], chunk_frames=2)
+    audios = [utterances[0], utterances[1][:7000], utterances[2], utterances[0][:300]]
+    pieces = [160, 160, 1000, 50]  # streams 0 and 1 complete their chunks at the same pieces
+    state = runner.new_state(len(audios), sample_rate=16000)
+    got = [[] for _ in audios]
+    position = [0] * len(audios)
+    grouped = 0
+    while not all(s.done for s in state.streams):
+        batch, last = [], []
+        for b, audio in enumerate(audios):
+            batch.append(audio[position[b] : position[b] + pieces[b]])
+            position[b] += pieces[b]
+            last.append(position[b] >= audio.numel())
+        for b, out in enumerate(runner.feed(state, batch, last=last)):
+            got[b].append(out.frames)
+        grouped = max([grouped] + [len(step.streams) for step in state.last_steps])
+    for audio, frames in zip(audios, got):
+        expected = runner.offline(audio).frames
+        frames = torch.cat(frames)
+        assert frames.shape == expected.shape
+        assert (frames - expected).abs().max() < TOL
+    assert grouped >= 2  # streams ready together share one batched step
+
+
+def test_unlimited_left_context_slides_past_its_cache_without_crashing(models):
+    """Left context -1 streams longer than its cache (here 12 frames, NeMo's pos_emb_max_len in real use):
+    no crash, bounded cache, and the output is that of the same weights with a 12-frame left context."""
+    model = models["causal"]
+    runner = StreamingEncoderRunner(model, max_left_context_frames=12)
+    audio = noise_audio(3.0)
+    frames, _, _ = stream(runner, audio, 1280)  # one 80 ms chunk per piece: each step sees exactly the cache
+    try:
+        model.encoder.set_default_att_context_size([12, 0])
+        windowed = runner.offline(audio).frames
+    finally:
+        model.encoder.set_default_att_context_size([-1, 0])
+    unlimited = runner.offline(audio).frames
+    assert frames.shape == windowed.shape
+    assert (frames - windowed).abs().max() < TOL
+    assert (frames[:13] - unlimited[:13]).abs().max() < TOL  # exact while the stream fits in the cache
+    assert (frames - unlimited).abs().max() > 1e-3  # ... and really windowed after that
+
+
+def test_stream_longer_than_positional_table(tmp_path):
+    """NeMo's own buffer crashes once cache + chunk pass pos_emb_max_len; ours extends the table."""
+    model = untrained_model(MODES["causal"] + ["model.encoder.pos_emb_max_len=16"])
+    runner = StreamingEncoderRunner(model, chunk_frames=4)
+    audio = noise_audio(4.0)
+    assert runner.att_cache_frames == 16
+    frames, _, _ = stream(runner, audio, 4000)
+    expected = runner.offline(audio).frames
+    assert frames.shape == expected.shape
+    assert (frames[:16] - expected[:16]).abs().max() < TOL

@@ -1,0 +1,67 @@
+"""The user entry point: examples/asr/speech_pretraining/streaming_inference_example.py on a real .nemo and WAV."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from nemo_streaming_ssl.data.manifest import read_manifest
+from nemo_streaming_ssl.streaming.untrained import untrained_model
+from tests.streaming_helpers import MODES, one_torch_thread  # noqa: F401
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples/asr/speech_pretraining/streaming_inference_example.py"
+
+
+@pytest.fixture(scope="module")
+def example():
+    # loaded by path: NeMo's wheel installs a top-level package named `examples`
+    spec = importlib.util.spec_from_file_location("streaming_inference_example", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def nemo_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("example") / "lookahead.nemo"
+    untrained_model(MODES["lookahead"]).save_to(str(path))
+    return path
+
+
+def test_example_streams_a_file_and_reports(example, nemo_file, speech_corpus, tmp_path, capsys):
+    wav = read_manifest(speech_corpus["val"])[0].audio_filepath
+    out = tmp_path / "frames.pt"
+    cfg = example.parse(
+        [f"model_path={nemo_file}", f"audio_filepath={wav}", "chunk_ms=800", "piece_ms=37", "posteriors=true",
+         f"output_path={out}"]
+    )
+    report = example.main(cfg)
+    printed = capsys.readouterr().out
+    assert "algorithmic latency      812.5 ms" in printed and "chunk    0: frames    0-9 " in printed
+    assert report["max_abs_diff_frames"] < 1e-4 and report["max_abs_diff_log_probs"] < 1e-4
+    assert report["chunks"] == printed.count("\nchunk ")
+    saved = torch.load(out)
+    assert saved["frames"].shape[1] == 64 and saved["log_probs"].shape[0] == saved["frames"].shape[0]
+    assert saved["first_token"] == -1  # frame 0 predicts no token: frame t predicts token t-1
+
+
+def test_example_refuses_bad_options_and_audio(example, nemo_file, tmp_path):
+    with pytest.raises(SystemExit, match="missing audio_filepath"):
+        example.parse([f"model_path={nemo_file}"])
+    with pytest.raises(Exception, match="chunk_msec"):
+        example.parse([f"model_path={nemo_file}", "audio_filepath=x.wav", "chunk_msec=400"])
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.zeros((16000, 2), dtype=np.float32), 16000)
+    with pytest.raises(SystemExit, match=r"stereo.wav: stream 0: 2-channel"):
+        example.main(example.parse([f"model_path={nemo_file}", f"audio_filepath={stereo}"]))
+    low_rate = tmp_path / "8k.wav"
+    sf.write(low_rate, np.zeros(8000, dtype=np.float32), 8000)
+    with pytest.raises(SystemExit, match=r"8k.wav: audio at 8000 Hz, the model expects 16000 Hz"):
+        example.main(example.parse([f"model_path={nemo_file}", f"audio_filepath={low_rate}"]))
