@@ -15,7 +15,7 @@ Prints a table and the ratios, writes ``<out>/bench_streaming.json`` and a PNG p
 compute per chunk against chunk size, and of compute per chunk along the long stream.
 
     python scripts/bench_streaming.py                       # preset small (d_model 176, 16 layers)
-    python scripts/bench_streaming.py --preset medium --threads 2 --chunk-multiples 1 2 5
+    python scripts/bench_streaming.py --preset medium --threads 2 --chunk-ms 80 400 2000
     python scripts/bench_streaming.py --override model.encoder.n_layers=8 --seconds 30 --long-seconds 120
 """
 
@@ -47,7 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=60.0, help="audio for streaming vs offline")
     parser.add_argument("--long-seconds", type=float, default=300.0, help="long stream for early vs late chunk time")
     parser.add_argument(
-        "--chunk-multiples", nargs="+", type=int, default=[1, 2, 5, 10], help="chunk sizes in attention chunks"
+        "--chunk-ms",
+        nargs="+",
+        type=float,
+        default=[80, 160, 400, 800, 1600, 3200],
+        help="chunk sizes to try; those a mode does not allow (not whole attention chunks) are skipped",
     )
     parser.add_argument(
         "--streams", type=int, default=8, help="also stream this many at once (batched steps): compute per stream"
@@ -120,8 +124,12 @@ def bench_mode(mode: str, args: argparse.Namespace) -> dict:
     time_stream(warm, audio[: 2 * SAMPLE_RATE], args.device)  # first-call overheads out of the way
     offline_s, offline_frames = time_offline(warm, audio, args.repeats, args.device)
     row["offline_seconds"] = offline_s
-    for multiple in args.chunk_multiples:
-        runner = StreamingEncoderRunner(model, chunk_frames=multiple * attention_chunk)
+    frame_ms = warm.frame_ms
+    for chunk_ms in args.chunk_ms:
+        frames_per_chunk = chunk_ms / frame_ms
+        if frames_per_chunk != int(frames_per_chunk) or int(frames_per_chunk) % attention_chunk:
+            continue
+        runner = StreamingEncoderRunner(model, chunk_frames=int(frames_per_chunk))
         times, frames = time_stream(runner, audio, args.device)
         total = sum(times)
         batched = {}

@@ -140,3 +140,15 @@ def test_stream_longer_than_positional_table(tmp_path):
     expected = runner.offline(audio).frames
     assert frames.shape == expected.shape
     assert (frames[:16] - expected[:16]).abs().max() < TOL
+
+
+def test_multi_latency_model_streams_each_trained_pair(utterances):
+    """A model trained with several [left, right] pairs streams exactly with whichever pair is chosen."""
+    model = untrained_model(["preset=tiny", "mode=multi_latency"])
+    audio = utterances[1]
+    for pair, chunk_ms in (([-1, 1], 160), ([-1, 4], 800)):
+        runner = StreamingEncoderRunner(model, att_context_size=pair, chunk_ms=chunk_ms)
+        assert runner.latency.algorithmic_latency_ms == chunk_ms + 12.5
+        frames, _, _ = stream(runner, audio, 592)
+        expected = runner.offline(audio).frames
+        assert frames.shape == expected.shape and (frames - expected).abs().max() < TOL

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -66,3 +70,9 @@ def test_runner_emits_frames_at_the_computed_latency(mode, chunks):
     assert len(emitted_at) >= 3 * chunk
     # frames leave together, one chunk at a time
     assert all(emitted_at[t] == emitted_at[t - t % chunk] for t in range(len(emitted_at)))
+
+
+def test_latency_arithmetic_needs_no_nemo():
+    """The latency module is plain arithmetic: planning tools can import it without NeMo (or torch)."""
+    code = "import sys, nemo_streaming_ssl.streaming.latency; assert 'nemo' not in sys.modules and 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -1,4 +1,4 @@
-"""Streaming inference for pretrained streaming NEST encoders (imports NeMo).
+"""Streaming inference for pretrained streaming NEST encoders.
 
     runner = StreamingEncoderRunner.from_nemo("ssl.nemo", chunk_ms=400)
     state = runner.new_state(batch_size=1, sample_rate=16000)
@@ -6,26 +6,30 @@
         out = runner.feed(state, piece)[0]     # out.frames: (T, D) encoder frames now final
     out = runner.flush(state)[0]               # the rest, as the offline forward gives them
 
-``latency`` (algorithmic latency arithmetic) does not import NeMo.
+Names are imported on first use: ``nemo_streaming_ssl.streaming.latency`` (the latency arithmetic)
+works without importing NeMo.
 """
 
-from .audio_input import AudioInputError
-from .compat import NotStreamableError, StreamingSpec, streaming_spec
-from .features import StreamingLogMel
-from .latency import LatencyReport, WindowGeometry, algorithmic_latency
-from .runner import StreamingEncoderRunner, StreamOutput
-from .state import StreamingState
+from importlib import import_module
 
-__all__ = [
-    "AudioInputError",
-    "LatencyReport",
-    "NotStreamableError",
-    "StreamOutput",
-    "StreamingEncoderRunner",
-    "StreamingLogMel",
-    "StreamingSpec",
-    "StreamingState",
-    "WindowGeometry",
-    "algorithmic_latency",
-    "streaming_spec",
-]
+_EXPORTS = {
+    "AudioInputError": ".audio_input",
+    "LatencyReport": ".latency",
+    "WindowGeometry": ".latency",
+    "algorithmic_latency": ".latency",
+    "NotStreamableError": ".compat",
+    "StreamingSpec": ".compat",
+    "streaming_spec": ".compat",
+    "StreamingLogMel": ".features",
+    "StreamingEncoderRunner": ".runner",
+    "StreamOutput": ".runner",
+    "StreamingState": ".state",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name], __name__), name)

@@ -6,7 +6,9 @@ chunk, projects the whole cache again to keys and values and projects all 2K-1 r
 and a stream costs tens of offline forwards. This subclass changes only the streaming path:
 
 * the cache holds projected keys and values, ``[K | V]`` of shape (B, cached, 2 * d_model), so a chunk
-  projects only its own frames;
+  projects only its own frames; the module returns the new frames' keys and values (B, T, 2 * d_model)
+  as its next cache, and the runner appends them to each stream's cache (NeMo's fixed-size cache
+  update would copy the whole cache in every layer);
 * the relative positions are projected once into a table that the runner grows as needed
   (:func:`prepare_position_tables`), and a chunk takes the slice it needs.
 
@@ -32,15 +34,13 @@ class KeyValueCachedRelPositionAttention(RelPositionMultiHeadAttention):
         batch, frames, width = query.shape
         new_kv = torch.cat([self.linear_k(key), self.linear_v(value)], dim=-1)
         kv = torch.cat([cache, new_kv], dim=1)  # (B, K, 2D), K = cached + new frames
-        keep = frames - self.cache_drop_size  # NeMo's rule: the cache keeps its size, newest frames in
-        next_cache = torch.cat([cache[:, keep:], new_kv[:, :keep]], dim=1)
         k, v = (t.view(batch, -1, self.h, self.d_k).transpose(1, 2) for t in kv.split(width, dim=-1))
         q = self.linear_q(query).view(batch, frames, self.h, self.d_k)
         p = self._projected_positions(pos_emb, kv.shape[1]).view(1, -1, self.h, self.d_k).transpose(1, 2)
         content = torch.matmul((q + self.pos_bias_u).transpose(1, 2), k.transpose(-2, -1))
         position = self.rel_shift(torch.matmul((q + self.pos_bias_v).transpose(1, 2), p.transpose(-2, -1)))
         scores = (content + position[:, :, :, : content.size(-1)]) / self.s_d_k
-        return self.forward_attention(v, scores, mask), next_cache
+        return self.forward_attention(v, scores, mask), new_kv
 
     def _projected_positions(self, pos_emb: torch.Tensor, key_frames: int) -> torch.Tensor:
         """linear_pos(pos_emb) for relative positions key_frames-1 .. -(key_frames-1), from the table if it covers them."""

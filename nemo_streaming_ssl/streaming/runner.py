@@ -20,6 +20,7 @@ into one batch.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -107,6 +108,7 @@ class StreamingEncoderRunner:
         _, conv_cache, _ = self.encoder.get_initial_cache_state(batch_size=1, device=self.device)
         self._conv_cache_shape = conv_cache[:, 0].shape  # (L, D, K-1)
         self._warned_sliding = False
+        self._scratch: torch.Tensor | None = None  # see _batch_buffer
 
     @classmethod
     def from_nemo(cls, path: str | Path, **kwargs) -> StreamingEncoderRunner:
@@ -306,29 +308,32 @@ class StreamingEncoderRunner:
         for i, x in enumerate(inputs):
             signal[i, :, : x.shape[1]] = x
 
-        # Attention cache: step_frames empty slots in front of the real left context, so NeMo's
-        # fixed-size cache update drops only empty slots; the total stays a multiple of the
-        # attention chunk, which keeps the chunk grid of the offline mask.
+        # Attention cache: each stream's keys/values right-aligned (shorter ones padded in front and
+        # masked by NeMo through cache_last_channel_len); every length is whole attention chunks, which
+        # keeps the chunk grid of the offline mask.
         valid = [e.att_cache.shape[1] for e in encs]
-        cache_frames = step_frames + max(valid)
-        att_cache = torch.zeros(self.num_layers, len(members), cache_frames, 2 * self.spec.d_model, device=self.device)
-        for i, (e, c) in enumerate(zip(encs, valid)):
-            if c:
+        cache_frames = max(valid)
+        if len(encs) == 1:
+            att_cache = encs[0].att_cache.unsqueeze(1)
+        else:
+            att_cache = self._batch_buffer((self.num_layers, len(encs), cache_frames, 2 * self.spec.d_model))
+            for i, (e, c) in enumerate(zip(encs, valid)):
+                att_cache[:, i, : cache_frames - c].zero_()
                 att_cache[:, i, cache_frames - c :] = e.att_cache
         conv_cache = torch.stack([e.conv_cache for e in encs], dim=1)
         self.encoder.streaming_cfg.last_channel_cache_size = cache_frames
-        self.encoder.streaming_cfg.valid_out_len = step_frames  # NeMo trims "regular" outputs to it
+        self.encoder.streaming_cfg.drop_extra_pre_encoded = drop
         prepare_position_tables(self.encoder, self.attention, cache_frames + step_frames)
 
         with typecheck.disable_checks():  # NeMo's per-call type checks cost more than a small chunk's compute
-            encoded, encoded_len, att_next, conv_next, _ = self.encoder.cache_aware_stream_step(
-                processed_signal=signal,
-                processed_signal_length=lengths,
+            # The encoder's forward with caches (NeMo's cache_aware_stream_step without its post-processing,
+            # which would trim our new-frames-only attention cache); att_next: (L, B, T, 2D) new keys/values.
+            encoded, encoded_len, att_next, conv_next, _ = self.encoder(
+                audio_signal=signal,
+                length=lengths,
                 cache_last_channel=att_cache,
                 cache_last_time=conv_cache,
                 cache_last_channel_len=torch.tensor(valid, device=self.device),
-                keep_all_outputs=True,
-                drop_extra_pre_encoded=drop,
             )
             log_probs = self.model.decoder(encoder_output=encoded) if self.posteriors else None
 
@@ -339,10 +344,9 @@ class StreamingEncoderRunner:
                 self._output(e.frames_emitted, encoded[i, :, :n].T, None if log_probs is None else log_probs[i, :n])
             )
             frames.append(n)
-            keep = min(valid[i] + n, self.att_cache_frames)
             if valid[i] + n > self.att_cache_frames and self.spec.left_context_frames < 0:
                 self._warn_sliding()
-            e.att_cache = att_next[:, i, cache_frames - keep :].clone()
+            e.att_cache = torch.cat([e.att_cache, att_next[:, i, :n]], dim=1)[:, -self.att_cache_frames :]
             e.conv_cache = conv_next[:, i].clone()
             e.mels_consumed += take
             e.history_mels = x[:, x.shape[1] - min(e.mels_consumed, self.spec.history_mels) :]
@@ -357,6 +361,18 @@ class StreamingEncoderRunner:
         state.num_steps += 1
         state.encoder_seconds += seconds
         return outputs
+
+    def _batch_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Scratch memory for a step's batched attention cache, reused across steps.
+
+        Only valid during one step (nothing returned by the encoder points into it). A fresh tensor of
+        this size (up to L x B x left context x 2D floats) every 80 ms would cost more in page faults
+        than the step's compute.
+        """
+        size = math.prod(shape)
+        if self._scratch is None or self._scratch.numel() < size:
+            self._scratch = torch.empty(size, device=self.device)
+        return self._scratch[:size].view(shape)
 
     def _warn_sliding(self) -> None:
         if not self._warned_sliding:
