@@ -30,14 +30,6 @@ TRAIN_STEPS = 60
 STREAMING_TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they spin (measured 50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def save_nest(path: Path, *overrides: str, config_name: str = "nest_fast-conformer_streaming") -> Path:
     """A tiny (d_model 64, 2 layers) StreamingNESTModel from the real pretraining config, saved as a .nemo."""

@@ -12,7 +12,7 @@ import yaml
 from s3prl_upstream.wavlm import (CheckpointError, ModelConfigError, StreamingWavLM, StreamingWavLMConfig,
                                   convert_wavlm_checkpoint, load_streaming_wavlm)
 
-from .wavlm_helpers import TINY, one_thread, relative_error, tiny_model  # noqa: F401 (autouse fixture)
+from .wavlm_helpers import TINY, relative_error, tiny_model
 
 
 @pytest.fixture(scope="module")

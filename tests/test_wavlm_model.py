@@ -13,7 +13,7 @@ import torch
 from nemo_streaming_ssl.data.manifest import read_manifest
 from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
 
-from .wavlm_helpers import one_thread, relative_error, stream_all, tiny_model  # noqa: F401 (autouse fixture)
+from .wavlm_helpers import relative_error, stream_all, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 HOP = 320

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
@@ -12,14 +11,6 @@ from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
 TINY = dict(hidden_dims=[32] * 7, num_layers=2, dim=64, ffn_dim=96, num_heads=4, num_buckets=32, max_distance=40,
             conv_pos=16, conv_pos_groups=4, window_size=16, lookahead_size=3)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Import into a test module: small ops on a shared 2-core machine run far faster without intra-op threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(**changes) -> StreamingWavLMConfig:
