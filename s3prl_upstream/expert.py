@@ -8,30 +8,15 @@ when gradients are on (``run_downstream.py -f``) the expert runs the equivalent 
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
-from s3prl_upstream.wavlm import StreamingState, StreamingWavLM
+from s3prl_upstream.wavlm import StreamingWavLM
 
 SAMPLE_RATE = 16000
 # s3prl's SUPERB task keys; each maps to the same per-layer list (the Featurizer learns the layer weights).
 TASK_KEYS = ("PR", "ASR", "QbE", "SID", "ASV", "SD", "ER", "SF", "SE", "SS")
-
-
-def select_rows(state: StreamingState, rows: list[int]) -> StreamingState:
-    """A copy of ``state`` keeping batch rows ``rows`` (every tensor in a StreamingState is batch-first)."""
-    def pick(value):
-        if isinstance(value, Tensor):
-            return value[rows]
-        if isinstance(value, (list, tuple)):
-            return type(value)(pick(v) for v in value)
-        return value
-
-    changes = {f.name: pick(getattr(state, f.name)) for f in dataclasses.fields(state) if f.name != "batch_size"}
-    return dataclasses.replace(state, batch_size=len(rows), **changes)
 
 
 class StreamingWavLMExpert(nn.Module):
@@ -90,14 +75,14 @@ class StreamingWavLMExpert(nn.Module):
             ending = [i for i, row in enumerate(rows) if lengths[row] <= end]
             for i in ending:
                 row = rows[i]
-                last, row_state = self.model.stream(padded[row: row + 1, start: lengths[row]], select_rows(state, [i]))
+                last, row_state = self.model.stream(padded[row: row + 1, start: lengths[row]], state.select([i]))
                 tail, _ = self.model.flush(row_state)
                 write([row], write([row], emitted, last), tail)
             if ending:
                 keep = [i for i in range(len(rows)) if i not in ending]
                 if not keep:
                     break
-                state, rows = select_rows(state, keep), [rows[i] for i in keep]
+                state, rows = state.select(keep), [rows[i] for i in keep]
             new, state = self.model.stream(padded[rows, start:end], state)
             emitted = write(rows, emitted, new)
             start = end

@@ -10,7 +10,7 @@ the input therefore gives the one-shot causal forward's frames.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,18 @@ class StreamingState:
     samples_seen: int = 0
     frames_emitted: int = 0
     finished: bool = field(default=False)
+
+    def select(self, rows: list[int]) -> "StreamingState":
+        """A copy keeping batch rows ``rows``: lets one utterance of a stream batch end (flush) on its own."""
+        def pick(value):
+            if isinstance(value, Tensor):
+                return value[rows]
+            if isinstance(value, (list, tuple)):
+                return type(value)(pick(v) for v in value)
+            return value
+
+        changes = {f.name: pick(getattr(self, f.name)) for f in fields(self) if f.name != "batch_size"}
+        return replace(self, batch_size=len(rows), **changes)
 
     @property
     def kv_cache_frames(self) -> int:
