@@ -20,7 +20,7 @@ class StrictPartialInit:
     """
 
     def load_part_of_state_dict(self, state_dict, include, exclude, load_from_string=None):
-        # NeMo loads the selected part with strict=False: a renamed, missing or extra weight would pass silently.
+        # NeMo loads the selected part non-strictly: a renamed, missing or extra weight would pass silently.
         source = load_from_string or "the pretrained checkpoint"
         own = self.state_dict()
         wanted = selected_keys(state_dict, include, exclude)

@@ -26,7 +26,7 @@ from .tokenizer import build_tokenizer
 from .transcripts import char_vocabulary, require_in_vocabulary, require_transcripts
 
 DATASET_KEYS = ("train_ds", "validation_ds", "test_ds")
-# Downloads a model from the cloud / loads a Lightning checkpoint with strict=False: neither is allowed here.
+# Downloads a model from the cloud / loads a Lightning checkpoint non-strictly: neither is allowed here.
 REFUSED_INIT_KEYS = ("init_from_pretrained_model", "init_from_ptl_ckpt")
 
 
