@@ -47,6 +47,6 @@ def test_state_stops_growing_after_warm_up(mode, options, cache_frames):
             sizes.append(carried_sizes(runner, state))
     assert len(sizes) >= 40
     assert all(s == sizes[0] for s in sizes), "a carried tensor changed size after warm-up"
-    assert sizes[0]["att_cache"][1] == cache_frames
+    assert sizes[0]["att_cache"][2] == cache_frames  # (layers, heads, frames, 2 d_head)
     assert sizes[0]["feature_buffer"][0] < 400 + piece  # at most one piece plus one analysis window
     assert sizes[0]["pending_mels"][1] < 8 * runner.chunk_frames + 1

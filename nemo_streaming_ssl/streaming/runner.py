@@ -2,8 +2,9 @@
 
 ``StreamingEncoderRunner`` takes raw audio in pieces of any size for a batch of streams and emits
 encoder frames (and NEST token log-probabilities) as soon as they are final. Its output equals the
-offline forward of the same model, chunk by chunk, because every step feeds NeMo's
-``cache_aware_stream_step`` exactly the context the offline forward gives each frame:
+offline forward of the same model, chunk by chunk, because every step runs the encoder's own modules
+(:func:`encoder_step`, NeMo's cache-aware path with masks for the new frames only) on exactly the
+context the offline forward gives each frame:
 
 * features: :class:`StreamingLogMel` (NeMo's log-mel numbers, frame by frame);
 * subsampling: the causal striding convolutions get the real mel history before the chunk, never
@@ -35,6 +36,7 @@ from ..receptive_field import ReceptiveField
 from .attention import prepare_position_tables, use_key_value_cache
 from .audio_input import as_mono_float, check_sample_rate
 from .compat import NotStreamableError, StreamingSpec, streaming_spec
+from .encoder_step import encoder_step
 from .features import StreamingLogMel
 from .latency import LatencyReport, algorithmic_latency
 from .state import EncoderStreamState, StepRecord, StreamingState, StreamState
@@ -207,13 +209,12 @@ class StreamingEncoderRunner:
 
     def _new_stream(self) -> StreamState:
         mels = self.features.num_mels
-        d_model = self.spec.d_model
         return StreamState(
             features=self.features.new_state(self.device),
             encoder=EncoderStreamState(
                 pending_mels=torch.zeros(mels, 0, device=self.device),
                 history_mels=torch.zeros(mels, 0, device=self.device),
-                att_cache=torch.zeros(self.num_layers, 0, 2 * d_model, device=self.device),
+                att_cache=torch.zeros(self.num_layers, *self._att_cache_shape(0), device=self.device),
                 conv_cache=torch.zeros(self._conv_cache_shape, device=self.device),
             ),
         )
@@ -232,6 +233,8 @@ class StreamingEncoderRunner:
         if len(pieces) != state.batch_size:
             raise ValueError(f"got {len(pieces)} pieces for a batch of {state.batch_size} streams")
         last = [last] * state.batch_size if isinstance(last, bool) else list(last)
+        if len(last) != state.batch_size:
+            raise ValueError(f"got {len(last)} end-of-stream flags for a batch of {state.batch_size} streams")
         # Check everything before touching the state: a bad piece leaves every stream as it was.
         samples = [as_mono_float(p, b, s.features.num_samples) for b, (p, s) in enumerate(zip(pieces, state.streams))]
         for b, (stream, piece) in enumerate(zip(state.streams, samples)):
@@ -309,33 +312,33 @@ class StreamingEncoderRunner:
             signal[i, :, : x.shape[1]] = x
 
         # Attention cache: each stream's keys/values right-aligned (shorter ones padded in front and
-        # masked by NeMo through cache_last_channel_len); every length is whole attention chunks, which
-        # keeps the chunk grid of the offline mask.
-        valid = [e.att_cache.shape[1] for e in encs]
+        # masked); every length is whole attention chunks, which keeps the chunk grid of the offline mask.
+        valid = [e.att_cache.shape[2] for e in encs]
         cache_frames = max(valid)
         if len(encs) == 1:
             att_cache = encs[0].att_cache.unsqueeze(1)
         else:
-            att_cache = self._batch_buffer((self.num_layers, len(encs), cache_frames, 2 * self.spec.d_model))
+            att_cache = self._batch_buffer((self.num_layers, len(encs), *self._att_cache_shape(cache_frames)))
             for i, (e, c) in enumerate(zip(encs, valid)):
-                att_cache[:, i, : cache_frames - c].zero_()
-                att_cache[:, i, cache_frames - c :] = e.att_cache
+                att_cache[:, i, :, : cache_frames - c].zero_()
+                att_cache[:, i, :, cache_frames - c :] = e.att_cache
         conv_cache = torch.stack([e.conv_cache for e in encs], dim=1)
-        self.encoder.streaming_cfg.last_channel_cache_size = cache_frames
-        self.encoder.streaming_cfg.drop_extra_pre_encoded = drop
         prepare_position_tables(self.encoder, self.attention, cache_frames + step_frames)
 
-        with typecheck.disable_checks():  # NeMo's per-call type checks cost more than a small chunk's compute
-            # The encoder's forward with caches (NeMo's cache_aware_stream_step without its post-processing,
-            # which would trim our new-frames-only attention cache); att_next: (L, B, T, 2D) new keys/values.
-            encoded, encoded_len, att_next, conv_next, _ = self.encoder(
-                audio_signal=signal,
-                length=lengths,
-                cache_last_channel=att_cache,
-                cache_last_time=conv_cache,
-                cache_last_channel_len=torch.tensor(valid, device=self.device),
-            )
-            log_probs = self.model.decoder(encoder_output=encoded) if self.posteriors else None
+        encoded, encoded_len, att_next, conv_next = encoder_step(
+            self.encoder,
+            signal,
+            lengths,
+            drop,
+            att_cache,
+            torch.tensor(valid, device=self.device),
+            conv_cache,
+        )
+        if self.posteriors:
+            with typecheck.disable_checks():  # NeMo's per-call type checks cost more than a small chunk's compute
+                log_probs = self.model.decoder(encoder_output=encoded)
+        else:
+            log_probs = None
 
         outputs, frames = [], []
         for i, (b, e, take, x) in enumerate(zip(members, encs, takes, inputs)):
@@ -346,7 +349,7 @@ class StreamingEncoderRunner:
             frames.append(n)
             if valid[i] + n > self.att_cache_frames and self.spec.left_context_frames < 0:
                 self._warn_sliding()
-            e.att_cache = torch.cat([e.att_cache, att_next[:, i, :n]], dim=1)[:, -self.att_cache_frames :]
+            e.att_cache = torch.cat([e.att_cache, att_next[:, i, :, :n]], dim=2)[:, :, -self.att_cache_frames :]
             e.conv_cache = conv_next[:, i].clone()
             e.mels_consumed += take
             e.history_mels = x[:, x.shape[1] - min(e.mels_consumed, self.spec.history_mels) :]
@@ -361,6 +364,11 @@ class StreamingEncoderRunner:
         state.num_steps += 1
         state.encoder_seconds += seconds
         return outputs
+
+    def _att_cache_shape(self, frames: int) -> tuple[int, int, int]:
+        """One layer's attention cache of one stream: (heads, frames, 2 * d_head), keys | values."""
+        heads = self.attention[0].h
+        return heads, frames, 2 * self.attention[0].d_k
 
     def _batch_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
         """Scratch memory for a step's batched attention cache, reused across steps.

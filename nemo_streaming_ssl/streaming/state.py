@@ -23,7 +23,7 @@ class EncoderStreamState:
 
     pending_mels: torch.Tensor  # (F, p) final mel frames not yet consumed by the encoder
     history_mels: torch.Tensor  # (F, h) last consumed mel frames the causal subsampling still needs
-    att_cache: torch.Tensor  # (L, c, 2D) keys | values, c <= left context
+    att_cache: torch.Tensor  # (L, heads, c, 2 d_head) keys | values per head, c <= left context
     conv_cache: torch.Tensor  # (L, D, K-1) last inputs of each causal depthwise convolution
     mels_consumed: int = 0
     frames_emitted: int = 0
