@@ -12,8 +12,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory sysdeps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade "pip>=24"
 	$(PY) -m pip install -c constraints.txt -e ".[test]"
+	$(VENV)/bin/streaming-ssl-s3prl install-hook   # editable installs do not ship the s3prl hub hook (.pth)
 	touch $@
 
 # espeak-ng makes the local speech corpus; nothing is downloaded at run time.

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from nemo_streaming_ssl.data.corpus import make_corpus
 
@@ -11,3 +12,12 @@ from nemo_streaming_ssl.data.corpus import make_corpus
 def speech_corpus(tmp_path_factory) -> dict[str, Path]:
     """24 short utterances (train/val split) and 4 noise files, with manifests: keys train, val, noise."""
     return make_corpus(tmp_path_factory.mktemp("corpus"), num_utterances=24, num_noise=4, seed=1234, progress=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine two threads spin (measured 50x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

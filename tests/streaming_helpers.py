@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 import torch
 
@@ -20,14 +19,6 @@ MODES = {
     "left_context_lookahead": ["preset=tiny", "mode=left_context", "model.encoder.att_context_size=[8,1]"],
 }
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Chunks of a tiny model are small ops: one thread beats two fighting over a busy CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def speech(corpus: dict[str, Path], count: int, seconds: float = 3.0) -> list[torch.Tensor]:

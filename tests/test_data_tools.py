@@ -60,18 +60,31 @@ def one_wav(tmp_path) -> Path:
     return wav
 
 
+def write_bad_file(directory: Path, kind: str) -> Path:
+    path = directory / f"{kind}.wav"
+    if kind == "garbage":
+        path.write_bytes(b"not a wav at all" * 10)
+    elif kind == "sr8k":
+        sf.write(path, np.zeros(4000), 8000)
+    elif kind == "empty":
+        sf.write(path, np.zeros(0), 16000)
+    elif kind == "stereo":
+        sf.write(path, np.zeros((16000, 2)), 16000)
+    return path  # kind "missing": never written
+
+
 @pytest.mark.parametrize(
-    "make_bad, message",
+    "kind, message",
     [
-        (lambda d: d / "missing.wav", "audio file not found"),
-        (lambda d: (d / "garbage.wav").write_bytes(b"not a wav at all" * 10) or d / "garbage.wav", "unreadable audio"),
-        (lambda d: sf.write(d / "sr8k.wav", np.zeros(4000), 8000) or d / "sr8k.wav", "sample rate 8000 Hz"),
-        (lambda d: sf.write(d / "empty.wav", np.zeros(0), 16000) or d / "empty.wav", "zero-length audio"),
-        (lambda d: sf.write(d / "stereo.wav", np.zeros((16000, 2)), 16000) or d / "stereo.wav", "2 channels"),
+        ("missing", "audio file not found"),
+        ("garbage", "unreadable audio"),
+        ("sr8k", "sample rate 8000 Hz"),
+        ("empty", "zero-length audio"),
+        ("stereo", "2 channels"),
     ],
 )
-def test_bad_audio_is_named_with_its_line(tmp_path, one_wav, make_bad, message):
-    bad = make_bad(tmp_path)
+def test_bad_audio_is_named_with_its_line(tmp_path, one_wav, kind, message):
+    bad = write_bad_file(tmp_path, kind)
     manifest = write_lines(tmp_path / "m.json", [good_line(one_wav, 0.5), good_line(bad, 1.0)])
     with pytest.raises(ManifestError, match=message) as err:
         validate_manifest(manifest, 16000)

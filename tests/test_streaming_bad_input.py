@@ -9,7 +9,7 @@ from nemo.collections.asr.models.ssl_models import EncDecDenoiseMaskedTokenPredM
 
 from nemo_streaming_ssl.streaming import AudioInputError, NotStreamableError, StreamingEncoderRunner
 from nemo_streaming_ssl.streaming.untrained import OFFLINE_CONFIG, compose_model_config, untrained_model
-from tests.streaming_helpers import MODES, noise_audio, one_torch_thread, stream  # noqa: F401
+from tests.streaming_helpers import MODES, noise_audio, stream
 
 
 @pytest.fixture(scope="module")

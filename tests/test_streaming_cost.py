@@ -9,7 +9,7 @@ import pytest
 
 from nemo_streaming_ssl.streaming import StreamingEncoderRunner
 from nemo_streaming_ssl.streaming.untrained import untrained_model
-from tests.streaming_helpers import MODES, noise_audio, one_torch_thread  # noqa: F401
+from tests.streaming_helpers import MODES, noise_audio
 
 
 def carried_sizes(runner, state) -> dict[str, tuple]:

@@ -8,7 +8,7 @@ from nemo.collections.asr.parts.preprocessing.features import FilterbankFeatures
 
 from nemo_streaming_ssl.streaming import StreamingEncoderRunner, StreamingLogMel
 from nemo_streaming_ssl.streaming.untrained import untrained_model
-from tests.streaming_helpers import MODES, noise_audio, one_torch_thread, speech, stream  # noqa: F401
+from tests.streaming_helpers import MODES, noise_audio, speech, stream
 
 TOL = 1e-4
 PIECES = {"10ms": 160, "37ms": 592, "whole": 10**9}

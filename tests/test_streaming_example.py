@@ -13,7 +13,7 @@ import torch
 
 from nemo_streaming_ssl.data.manifest import read_manifest
 from nemo_streaming_ssl.streaming.untrained import untrained_model
-from tests.streaming_helpers import MODES, one_torch_thread  # noqa: F401
+from tests.streaming_helpers import MODES
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples/asr/speech_pretraining/streaming_inference_example.py"
 

@@ -11,7 +11,7 @@ import torch
 
 from nemo_streaming_ssl.streaming import StreamingEncoderRunner, WindowGeometry, algorithmic_latency
 from nemo_streaming_ssl.streaming.untrained import untrained_model
-from tests.streaming_helpers import MODES, noise_audio, one_torch_thread  # noqa: F401
+from tests.streaming_helpers import MODES, noise_audio
 
 NEMO_WINDOW = WindowGeometry(hop_samples=160, win_length=400, n_fft=512, pad_samples=256)  # 10 ms hop, 25 ms window
 

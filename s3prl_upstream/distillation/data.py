@@ -1,0 +1,230 @@
+"""Distillation data: seeded random crops from NeMo manifests, batched by length, sharded over DDP ranks.
+
+A ``CropPlan`` (the DataLoader's sampler) decides everything in the main process from (seed, epoch):
+which utterances go together (sorted by duration, so a batch wastes little audio), one crop length per
+batch (the crop limit or the shortest utterance of the batch, so no padding is ever needed), each crop's
+start, and which rank gets which batch. ``CropDataset`` only reads the planned samples with soundfile.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import lightning.pytorch as pl
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from nemo_streaming_ssl.data.manifest import DURATION_TOLERANCE_S, ManifestEntry, ManifestError, validate_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CropRequest:
+    """Read ``num_samples`` samples of utterance ``index`` starting at sample ``start``."""
+
+    index: int
+    start: int
+    num_samples: int
+
+
+def usable_samples(entry: ManifestEntry, sample_rate: int) -> int:
+    """Samples we may read: the manifest duration less validation's tolerance, so a crop never runs past the file."""
+    return int((entry.duration - DURATION_TOLERANCE_S) * sample_rate)
+
+
+class CropPlan(Sampler[list[CropRequest]]):
+    """Yields one list of CropRequest per batch for this rank; lengths are in samples.
+
+    Every rank builds the same plan from (seed, epoch) and takes every ``num_replicas``-th batch, so all
+    ranks run the same number of steps: the last batches that do not fill a round are dropped, or with
+    ``wrap`` (validation, where every rank needs a batch) the round is filled by repeating the first
+    batches. Batches are formed from utterances sorted by length (ties shuffled per epoch); with
+    ``shuffle`` the batch order and crop starts change every epoch.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        max_crop_samples: int,
+        seed: int,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+        wrap: bool = False,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.max_crop_samples = max_crop_samples
+        self.seed = seed
+        self.shuffle = shuffle
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self.resume_batch = 0  # batches of the current epoch already trained before a resume; used once
+        total = math.ceil(len(self.lengths) / batch_size)
+        self.num_batches = math.ceil(total / num_replicas) if wrap else total // num_replicas
+        if self.num_batches == 0:
+            raise ManifestError(
+                f"{len(self.lengths)} utterances make {total} batches of {batch_size}, fewer than the "
+                f"{num_replicas} ranks; lower the batch size or add data"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at every epoch start: a new shuffle and new crops, the same on every rank."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def plan(self) -> list[list[CropRequest]]:
+        """All batches of this epoch for all ranks, in order (rank r takes every num_replicas-th)."""
+        rng = random.Random(self.seed * 1_000_003 + (self.epoch if self.shuffle else 0))
+        order = list(range(len(self.lengths)))
+        if self.shuffle:
+            rng.shuffle(order)
+        order.sort(key=lambda i: self.lengths[i])  # stable: equal lengths keep the shuffled order
+        batches = []
+        for first in range(0, len(order), self.batch_size):
+            members = order[first : first + self.batch_size]
+            crop = min(self.max_crop_samples, min(self.lengths[i] for i in members))
+            batches.append([CropRequest(i, rng.randint(0, self.lengths[i] - crop), crop) for i in members])
+        if self.shuffle:
+            rng.shuffle(batches)
+        needed = self.num_batches * self.num_replicas
+        return (batches * math.ceil(needed / len(batches)))[:needed]
+
+    def __iter__(self) -> Iterator[list[CropRequest]]:
+        mine = self.plan()[self.rank :: self.num_replicas]
+        skip, self.resume_batch = self.resume_batch, 0
+        return iter(mine[skip:])
+
+
+class CropDataset(Dataset):
+    """Reads planned crops: ``dataset[list of CropRequest] -> {"wav": [B, S] float32, "wav_lengths": [B]}``."""
+
+    def __init__(self, entries: Sequence[ManifestEntry]):
+        self.entries = list(entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def read(self, request: CropRequest) -> torch.Tensor:
+        entry = self.entries[request.index]
+        audio, _ = sf.read(entry.audio_filepath, start=request.start, frames=request.num_samples, dtype="float32")
+        if len(audio) != request.num_samples:
+            raise ManifestError(
+                f"{entry.audio_filepath}: holds fewer samples than its manifest duration {entry.duration} s "
+                f"(line {entry.line_no}); rebuild the manifest with scripts/build_manifest.py"
+            )
+        return torch.from_numpy(audio)
+
+    def __getitem__(self, batch: list[CropRequest]) -> dict[str, torch.Tensor]:
+        wav = torch.stack([self.read(request) for request in batch])
+        return {"wav": wav, "wav_lengths": torch.full((len(batch),), wav.shape[1], dtype=torch.long)}
+
+
+class PlannedLoader(DataLoader):
+    """A DataLoader over a CropPlan. Its place in an epoch is restored from the global step on resume
+    (DistillDataModule.train_dataloader); the state Lightning stores is the plan's size, to catch a changed plan."""
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_per_epoch": len(self.sampler)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("batches_per_epoch") != len(self.sampler):
+            log.warning(
+                "the data plan changed since the checkpoint (%s -> %d batches per epoch: other manifest, batch size "
+                "or device count); the resumed epoch continues at a position computed on the new plan",
+                state.get("batches_per_epoch"), len(self.sampler),
+            )
+
+
+def load_entries(manifest: str | Path, sample_rate: int, min_seconds: float) -> list[ManifestEntry]:
+    """Validate a manifest (every line and audio header) and return its usable entries; logs what was skipped."""
+    report = validate_manifest(manifest, sample_rate, min_duration=min_seconds)
+    log.info(report.summary())
+    return report.entries
+
+
+class DistillDataModule(pl.LightningDataModule):
+    """Train/validation crops from two NeMo manifests. ``prepare()`` validates both; call it before training."""
+
+    def __init__(
+        self,
+        train_manifest: str,
+        val_manifest: str,
+        sample_rate: int = 16000,
+        crop_seconds: float = 8.0,
+        val_crop_seconds: float = 8.0,
+        min_seconds: float = 1.0,
+        batch_size: int = 8,
+        val_batch_size: int = 8,
+        num_workers: int = 4,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if min_seconds <= DURATION_TOLERANCE_S:
+            raise ValueError(f"data.min_seconds must exceed {DURATION_TOLERANCE_S} s (manifest duration tolerance)")
+        self.train_manifest, self.val_manifest = train_manifest, val_manifest
+        self.sample_rate = sample_rate
+        self.crop_samples = round(crop_seconds * sample_rate)
+        self.val_crop_samples = round(val_crop_seconds * sample_rate)
+        self.min_seconds = min_seconds
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.train_entries: list[ManifestEntry] | None = None
+        self.val_entries: list[ManifestEntry] | None = None
+
+    def prepare(self) -> None:
+        """Read and check both manifests (idempotent); raises ManifestError naming the file, line and fix."""
+        if self.train_entries is None:
+            self.train_entries = load_entries(self.train_manifest, self.sample_rate, self.min_seconds)
+            self.val_entries = load_entries(self.val_manifest, self.sample_rate, self.min_seconds)
+
+    def setup(self, stage: str) -> None:
+        self.prepare()
+
+    def _loader(self, entries: list[ManifestEntry], batch_size: int, crop_samples: int, shuffle: bool) -> PlannedLoader:
+        trainer = self.trainer
+        plan = CropPlan(
+            [usable_samples(e, self.sample_rate) for e in entries],
+            batch_size,
+            crop_samples,
+            seed=self.seed,
+            shuffle=shuffle,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            wrap=not shuffle,
+        )
+        # batch_size=None: the sampler yields whole batches and the dataset reads them (one batch per worker task)
+        return PlannedLoader(
+            CropDataset(entries),
+            sampler=plan,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> PlannedLoader:
+        loader = self._loader(self.train_entries, self.batch_size, self.crop_samples, shuffle=True)
+        if self.trainer is not None and self.trainer.global_step > 0:
+            # Resumed run (Lightning restores the step before asking for data): every epoch has the same
+            # number of batches, so the step says where in the restored epoch's seeded plan to continue.
+            plan = loader.sampler
+            plan.resume_batch = self.trainer.global_step * self.trainer.accumulate_grad_batches % len(plan)
+            log.info("resuming at batch %d of %d of epoch %d", plan.resume_batch, len(plan), self.trainer.current_epoch)
+        return loader
+
+    def val_dataloader(self) -> PlannedLoader:
+        return self._loader(self.val_entries, self.val_batch_size, self.val_crop_samples, shuffle=False)

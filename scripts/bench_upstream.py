@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Benchmark the streaming WavLM on CPU: streaming cost per chunk size against one one-shot causal forward.
+
+    python scripts/bench_upstream.py                       # full run: 12 x 1024, 30 s audio, 10-minute stream
+    python scripts/bench_upstream.py --seconds 10 --long-minutes 0.5   # quick look
+
+Random weights, float32, batch 1. For each chunk size (default 80/200/400/600/800/1000 ms and 10 s
+"offline") it streams the same audio and reports: total time / one-shot time (the ratio), real-time
+factor, compute per chunk, the worst-case true latency (chunk buffering + waiting for the block's last
+frame + compute), and the streamed output's difference from the one-shot output. Each streaming run is
+timed right after its own one-shot run, so a drifting machine load skews the ratios less. Then it streams
+``--long-minutes`` of audio in ``--long-chunk-ms`` chunks and compares per-chunk time and process RSS
+early vs late (both must stay flat: the state is bounded). Writes results.json and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
+
+SAMPLE_RATE = 16000
+SAMPLES_PER_MS = SAMPLE_RATE // 1000
+
+
+def rss_mib() -> float:
+    """Resident set size of this process now (Linux /proc), in MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def worst_case_latency_ms(chunk_samples: int, cfg: StreamingWavLMConfig) -> float:
+    """Longest wait from a sample's arrival until the first frame that sees it is emitted, without compute.
+
+    Frame t sees samples up to 320 t; its block is emitted at the end of the chunk holding the block's last
+    frame's last sample. One period of chunks x blocks covers every case.
+    """
+    hop, block = cfg.hop_samples, cfg.block_frames
+    period = math.lcm(chunk_samples, hop * block)
+    worst = 0
+    for sample in range(period):
+        first_frame = -(-sample // hop)
+        last_frame_of_block = first_frame // block * block + block - 1
+        emit_chunk = (last_frame_of_block * hop) // chunk_samples
+        worst = max(worst, (emit_chunk + 1) * chunk_samples - (sample + 1))
+    return worst / SAMPLES_PER_MS
+
+
+def one_shot(model: StreamingWavLM, wav: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+    start = time.perf_counter()
+    hidden, _ = model(wav)
+    return time.perf_counter() - start, hidden
+
+
+def stream(model: StreamingWavLM, wav: torch.Tensor, chunk_samples: int) -> tuple[list[float], list[torch.Tensor]]:
+    """Per-chunk compute times (the flush counted with the last chunk) and the concatenated outputs."""
+    state = model.init_state(wav.shape[0])
+    times, outputs = [], []
+    for start in range(0, wav.shape[1], chunk_samples):
+        begin = time.perf_counter()
+        new, state = model.stream(wav[:, start : start + chunk_samples], state)
+        times.append(time.perf_counter() - begin)
+        outputs.append(new)
+    begin = time.perf_counter()
+    tail, state = model.flush(state)
+    times[-1] += time.perf_counter() - begin
+    outputs.append(tail)
+    return times, [torch.cat(layer, dim=1) for layer in zip(*outputs)]
+
+
+def long_stream(model: StreamingWavLM, minutes: float, chunk_ms: int) -> dict:
+    from tqdm import tqdm
+
+    chunk = chunk_ms * SAMPLES_PER_MS
+    num_chunks = max(10, round(minutes * 60_000 / chunk_ms))
+    state = model.init_state(1)
+    generator = torch.Generator().manual_seed(1)
+    times, rss, cache = [], [], 0
+    for _ in tqdm(range(num_chunks), desc=f"long stream ({chunk_ms} ms chunks)", unit="chunk"):
+        piece = 0.1 * torch.randn(1, chunk, generator=generator)
+        begin = time.perf_counter()
+        model.stream(piece, state)
+        times.append(time.perf_counter() - begin)
+        rss.append(rss_mib())
+        cache = max(cache, state.kv_cache_frames)
+    tenth = max(1, num_chunks // 10)
+    early, late = times[tenth : 2 * tenth], times[-tenth:]  # skip the first tenth: warm-up, cache filling
+    return {
+        "chunk_ms": chunk_ms, "minutes": num_chunks * chunk_ms / 60_000, "num_chunks": num_chunks,
+        "early_ms_per_chunk": 1e3 * statistics.median(early), "late_ms_per_chunk": 1e3 * statistics.median(late),
+        "early_ms_per_chunk_min": 1e3 * min(early), "late_ms_per_chunk_min": 1e3 * min(late),
+        "rss_mib_early": rss[2 * tenth - 1], "rss_mib_end": rss[-1], "kv_cache_frames_max": cache,
+        "times_ms": [1e3 * t for t in times], "rss_mib": rss,
+    }
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["chunks"]
+    labels = [r["label"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    ax = axes[0]
+    compute = [r["compute_ms_per_chunk_mean"] for r in rows]
+    ax.bar(labels, compute, color="tab:blue", label="compute per chunk (mean)")
+    ax.plot(labels, [r["chunk_ms"] for r in rows], "k--", marker="o", label="chunk duration (real time)")
+    ax.set_yscale("log")
+    ax.set_ylabel("ms")
+    ax.set_title(f"Compute per chunk (ratio to one-shot); one-shot RTF {results['one_shot']['rtf']:.2f}")
+    for i, r in enumerate(rows):
+        ax.annotate(f"{r['ratio_vs_one_shot']:.2f}x\nRTF {r['rtf']:.2f}", (i, compute[i]), ha="center", va="bottom",
+                    fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
+    ax.legend(fontsize=8, loc="upper left")
+    ax = axes[1]
+    waiting = [r["worst_latency_ms_without_compute"] for r in rows]
+    compute_p95 = [r["compute_ms_per_chunk_p95"] for r in rows]
+    ax.bar(labels, waiting, color="tab:gray", label="buffering + block (algorithmic)")
+    ax.bar(labels, compute_p95, bottom=waiting, color="tab:orange", label="compute (p95 per chunk)")
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=30)
+    ax.set_ylabel("worst-case latency (ms)")
+    ax.set_title("True latency per chunk size")
+    ax.legend(fontsize=8, loc="upper left")
+    ax = axes[2]
+    long = results["long_stream"]
+    minutes = [i * long["chunk_ms"] / 60_000 for i in range(len(long["times_ms"]))]
+    ax.plot(minutes, long["times_ms"], lw=0.5, color="tab:blue")
+    ax.set_xlabel("stream time (min)")
+    ax.set_ylabel(f"compute per {long['chunk_ms']} ms chunk (ms)", color="tab:blue")
+    twin = ax.twinx()
+    twin.plot(minutes, long["rss_mib"], color="tab:red")
+    twin.set_ylabel("process RSS (MiB)", color="tab:red")
+    twin.set_ylim(0, max(long["rss_mib"]) * 1.2)
+    ax.set_title(f"Long stream: {long['minutes']:.1f} min, bounded state")
+    fig.suptitle(results["title"], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0, help="audio length for the ratios")
+    parser.add_argument("--chunks-ms", default="80,200,400,600,800,1000,10000",
+                        help="chunk sizes in ms, comma-separated (10000 = the 'offline' hub entry)")
+    parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the memory/drift stream")
+    parser.add_argument("--long-chunk-ms", type=int, default=400)
+    parser.add_argument("--num-layers", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=1, help="timed pairs per chunk size; the fastest counts")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--out-dir", default="bench_out/upstream")
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = StreamingWavLMConfig(num_layers=args.num_layers)
+    model = StreamingWavLM(cfg).eval()
+    wav = 0.1 * torch.randn(1, int(args.seconds * SAMPLE_RATE))
+    chunks_ms = [int(c) for c in args.chunks_ms.split(",")]
+    title = (f"streaming WavLM {cfg.num_layers} x {cfg.dim}, window {cfg.window_size}, lookahead "
+             f"{cfg.lookahead_size}; {args.seconds:g} s audio; float32 CPU, {torch.get_num_threads()} threads")
+    print(title)
+
+    with torch.inference_mode():
+        model(wav[:, :SAMPLE_RATE])  # warm-up
+        stream(model, wav[:, : 2 * SAMPLE_RATE], 400 * SAMPLES_PER_MS)
+        rows = []
+        for chunk_ms in chunks_ms:
+            # Each streaming run is paired with a one-shot run next to it (machine load drifts); with
+            # --repeats, the pairs alternate their order and the fastest run of each kind counts.
+            one_shot_runs, stream_runs = [], []
+            for repeat in range(args.repeats):
+                if repeat % 2:
+                    stream_runs.append(stream(model, wav, chunk_ms * SAMPLES_PER_MS))
+                one_shot_runs.append(one_shot(model, wav))
+                if not repeat % 2:
+                    stream_runs.append(stream(model, wav, chunk_ms * SAMPLES_PER_MS))
+            one_shot_s, reference = min(one_shot_runs, key=lambda run: run[0])
+            times, streamed = min(stream_runs, key=lambda run: sum(run[0]))
+            rows.append({
+                "chunk_ms": chunk_ms, "label": "offline" if chunk_ms >= 10_000 else f"{chunk_ms} ms",
+                "total_s": sum(times), "one_shot_s": one_shot_s, "num_chunks": len(times),
+                "ratio_vs_one_shot": sum(times) / one_shot_s, "rtf": sum(times) / args.seconds,
+                "compute_ms_per_chunk_mean": 1e3 * statistics.mean(times),
+                "compute_ms_per_chunk_p95": 1e3 * sorted(times)[int(0.95 * (len(times) - 1))],
+                "worst_latency_ms_without_compute": worst_case_latency_ms(chunk_ms * SAMPLES_PER_MS, cfg),
+                "relative_error_vs_one_shot": max(float((s - r).norm() / r.norm()) for s, r in zip(streamed, reference)),
+                "max_abs_error_vs_one_shot": max(float((s - r).abs().max()) for s, r in zip(streamed, reference)),
+            })
+            rows[-1]["worst_latency_ms"] = rows[-1]["worst_latency_ms_without_compute"] + rows[-1]["compute_ms_per_chunk_p95"]
+            print(f"  {rows[-1]['label']:>8}: streaming {sum(times):7.2f} s, one-shot {one_shot_s:6.2f} s", flush=True)
+        long = long_stream(model, args.long_minutes, args.long_chunk_ms)
+
+    one_shot_runs = [r["one_shot_s"] for r in rows]
+    one_shot_s = statistics.median(one_shot_runs)
+    results = {"title": title, "one_shot": {"seconds": one_shot_s, "runs_s": one_shot_runs,
+                                            "rtf": one_shot_s / args.seconds},
+               "chunks": rows, "long_stream": long}
+    print(f"\none-shot causal forward: median {one_shot_s:.2f} s (RTF {one_shot_s / args.seconds:.3f}); runs "
+          + " ".join(f"{t:.1f}" for t in one_shot_runs))
+    print(f"{'chunk':>8} {'stream s':>9} {'1-shot s':>9} {'ratio':>6} {'RTF':>6} {'ms/chunk':>9} {'p95':>7} "
+          f"{'latency ms':>11} {'rel err':>8} {'max abs':>8}")
+    for r in rows:
+        print(f"{r['label']:>8} {r['total_s']:9.2f} {r['one_shot_s']:9.2f} {r['ratio_vs_one_shot']:6.2f} {r['rtf']:6.3f} "
+              f"{r['compute_ms_per_chunk_mean']:9.1f} {r['compute_ms_per_chunk_p95']:7.1f} {r['worst_latency_ms']:11.0f} "
+              f"{r['relative_error_vs_one_shot']:8.1e} {r['max_abs_error_vs_one_shot']:8.1e}")
+    print(f"long stream: {long['minutes']:.1f} min in {long['chunk_ms']} ms chunks: per chunk median (min) "
+          f"{long['early_ms_per_chunk']:.0f} ({long['early_ms_per_chunk_min']:.0f}) ms early vs "
+          f"{long['late_ms_per_chunk']:.0f} ({long['late_ms_per_chunk_min']:.0f}) ms late; RSS {long['rss_mib_early']:.0f} MiB early vs "
+          f"{long['rss_mib_end']:.0f} MiB at the end; KV cache at most {long['kv_cache_frames_max']} frames")
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    plot(results, out_dir / "bench_upstream.png")
+    print(f"wrote {out_dir / 'results.json'} and {out_dir / 'bench_upstream.png'}")
+
+
+if __name__ == "__main__":
+    main()

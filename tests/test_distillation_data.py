@@ -1,0 +1,90 @@
+"""Distillation data: seeded crops from NeMo manifests, length batching, DDP sharding, errors before training."""
+
+from __future__ import annotations
+
+import pytest
+import soundfile as sf
+import torch
+
+from nemo_streaming_ssl.data.manifest import ManifestError, read_manifest
+from s3prl_upstream.distillation.data import CropDataset, CropPlan, DistillDataModule
+
+
+def plan_lengths():
+    return [16000 + 1111 * ((7 * i) % 13) for i in range(26)]
+
+
+def test_crop_plan_is_seeded_and_batches_by_length():
+    lengths = plan_lengths()
+    plan = CropPlan(lengths, batch_size=4, max_crop_samples=20000, seed=3)
+    first = list(plan)
+    assert first == list(CropPlan(lengths, batch_size=4, max_crop_samples=20000, seed=3))  # same seed, same plan
+    plan.set_epoch(1)
+    assert list(plan) != first  # a new epoch reshuffles and recrops
+    assert len(first) == len(plan) == 7
+    sorted_lengths = sorted(lengths)
+    for batch in first:
+        crop = batch[0].num_samples
+        assert all(r.num_samples == crop for r in batch)  # one length per batch: no padding
+        assert crop == min(20000, min(lengths[r.index] for r in batch))
+        assert all(0 <= r.start and r.start + crop <= lengths[r.index] for r in batch)
+        # members are neighbours in length order
+        ranks = sorted(sorted_lengths.index(lengths[r.index]) for r in batch)
+        assert ranks[-1] - ranks[0] <= 4 + 1
+    assert sorted(r.index for b in first for r in b) == list(range(26))  # every utterance once
+
+
+def test_crop_plan_resumes_inside_an_epoch():
+    lengths = plan_lengths()
+    plan = CropPlan(lengths, 4, 20000, seed=3)
+    plan.set_epoch(2)
+    whole = list(plan)
+    plan.resume_batch = 3
+    assert list(plan) == whole[3:]  # the resumed epoch continues where the checkpoint left it
+    assert list(plan) == whole  # and only that once
+
+
+def test_crop_plan_shards_ranks_evenly():
+    lengths = plan_lengths()
+    shards = [list(CropPlan(lengths, 4, 20000, seed=0, num_replicas=3, rank=r)) for r in range(3)]
+    assert [len(s) for s in shards] == [2, 2, 2]  # 7 batches -> 2 per rank, the 7th dropped on all ranks alike
+    seen = [r.index for s in shards for b in s for r in b]
+    assert len(seen) == len(set(seen))
+    with pytest.raises(ManifestError, match="fewer than the 8 ranks"):
+        CropPlan(lengths[:5], 4, 20000, seed=0, num_replicas=8, rank=0)
+    # validation wraps instead: every rank gets a batch even from a tiny set
+    val = [list(CropPlan(lengths[:5], 4, 20000, seed=0, shuffle=False, num_replicas=3, rank=r, wrap=True)) for r in range(3)]
+    assert [len(s) for s in val] == [1, 1, 1] and val[2] == val[0]
+
+
+def test_crop_dataset_reads_the_planned_samples(speech_corpus):
+    entries = read_manifest(speech_corpus["train"])
+    dataset = CropDataset(entries)
+    plan = CropPlan([int(e.duration * 16000) - 800 for e in entries], 3, 8000, seed=5)
+    batch_plan = next(iter(plan))
+    batch = dataset[batch_plan]
+    assert batch["wav"].shape == (3, batch_plan[0].num_samples) and batch["wav"].dtype == torch.float32
+    assert batch["wav_lengths"].tolist() == [batch_plan[0].num_samples] * 3
+    request = batch_plan[1]
+    audio, _ = sf.read(entries[request.index].audio_filepath, dtype="float32")
+    torch.testing.assert_close(batch["wav"][1], torch.from_numpy(audio[request.start : request.start + request.num_samples]))
+
+
+def test_data_module_loads_manifests_and_rejects_bad_ones(speech_corpus, tmp_path):
+    data = DistillDataModule(speech_corpus["train"], speech_corpus["val"], crop_seconds=1.0, batch_size=4, num_workers=0)
+    data.prepare()
+    batch = next(iter(data.train_dataloader()))
+    assert batch["wav"].shape[0] == 4 and batch["wav"].shape[1] <= 16000
+    # validation crops are fixed: two passes read the same audio
+    first, second = list(data.val_dataloader()), list(data.val_dataloader())
+    assert len(first) == len(second) > 0
+    assert all(torch.equal(a["wav"], b["wav"]) for a, b in zip(first, second))
+
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    with pytest.raises(ManifestError, match="empty manifest"):
+        DistillDataModule(empty, speech_corpus["val"]).prepare()
+    with pytest.raises(ManifestError, match="outside the duration limits"):
+        DistillDataModule(speech_corpus["train"], speech_corpus["val"], min_seconds=600.0).prepare()
+    with pytest.raises(ValueError, match="min_seconds"):
+        DistillDataModule(speech_corpus["train"], speech_corpus["val"], min_seconds=0.0)

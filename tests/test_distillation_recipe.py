@@ -1,0 +1,266 @@
+"""The distillation recipe end to end on tiny teachers and espeak-ng speech: stages, checkpoints, resume, errors."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from nemo_streaming_ssl.data.manifest import ManifestError
+from s3prl_upstream.distillation.recipe import RecipeError, build, run_distillation
+from s3prl_upstream.distillation.student import StudentInitError
+from s3prl_upstream.distillation.teacher import StreamingWavLMTeacher, TeacherError, load_teacher
+from s3prl_upstream.wavlm import load_streaming_wavlm
+from tests.distillation_support import LARGE_STYLE, teachers, write_s3prl_wavlm  # noqa: F401 (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "wavlm_distillation" / "distill_streaming_wavlm.py"
+TINY_RUN = [
+    "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true", "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1",
+    "trainer.enable_model_summary=false", "checkpoint.every_n_steps=2", "data.crop_seconds=1.0",
+    "data.val_crop_seconds=1.0", "data.batch_size=2", "data.val_batch_size=2", "data.num_workers=0",
+    "stages.positional_conv.steps=2", "stages.encoder.steps=2",
+]
+
+
+def config(teacher: Path, corpus: dict, exp_dir: Path, *overrides: str):
+    """The shipped Hydra config with the tiny-run overrides, composed by Hydra itself."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            "streaming_wavlm_distill",
+            overrides=[
+                f"teacher.checkpoint={teacher}", "teacher.layers=[1,2,3]", f"data.train_manifest={corpus['train']}",
+                f"data.val_manifest={corpus['val']}", f"exp_dir={exp_dir}", *TINY_RUN, *overrides,
+            ],
+        )
+
+
+def run_script(*overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(SCRIPT), *overrides], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def logged_steps(event_file: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(event_file))
+    events.Reload()
+    return [e.step for e in events.Scalars(tag)]
+
+
+@pytest.fixture(scope="module")
+def trained(teachers, speech_corpus, tmp_path_factory):
+    """The real entry script runs 2 + 2 steps; then the recipe resumes from last.ckpt to 2 + 4 steps."""
+    exp_dir = tmp_path_factory.mktemp("distill")
+    first = run_script(
+        f"teacher.checkpoint={teachers['large']}", "teacher.layers=[1,2,3]",
+        f"data.train_manifest={speech_corpus['train']}", f"data.val_manifest={speech_corpus['val']}",
+        f"exp_dir={exp_dir}", *TINY_RUN,
+    )
+    first_ckpt = torch.load(exp_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    events_before = set((exp_dir / "tensorboard").glob("events.out.tfevents.*"))
+    resumed = run_distillation(
+        config(teachers["large"], speech_corpus, exp_dir, "stages.encoder.steps=4", "resume_from=auto")
+    )
+    new_events = set((exp_dir / "tensorboard").glob("events.out.tfevents.*")) - events_before
+    return {"exp_dir": exp_dir, "first": first, "first_ckpt": first_ckpt, "resumed": resumed, "resumed_events": new_events}
+
+
+def test_checkpoints_load_in_the_upstream_loader_without_a_config(trained, teachers):
+    checkpoints = trained["exp_dir"] / "checkpoints"
+    best = sorted(checkpoints.glob("best-step*.ckpt"))
+    assert (checkpoints / "last.ckpt").is_file() and len(best) == 1
+    slim = checkpoints / "student_last.pt"
+    assert set(torch.load(slim, weights_only=True)) == {"student_state_dict", "model_config", "distillation"}
+    assert (checkpoints / "student_best.pt").is_file()
+    for path in (checkpoints / "last.ckpt", best[0], slim):
+        model = load_streaming_wavlm(path)  # no model config: the checkpoint carries it
+        assert model.config.causal and model.config.num_layers == 3 and model.config.dim == 32
+        assert (model.config.window_size, model.config.lookahead_size) == (512, 3)
+        hidden, frames = model(torch.randn(1, 16000))
+        assert len(hidden) == 3 and all(h.shape == (1, 50, 32) for h in hidden) and frames.tolist() == [50]
+    ckpt = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["distillation"] == {"teacher_checkpoint": str(teachers["large"].resolve()), "teacher_layers": [1, 2, 3]}
+    # training moved the student away from its teacher initialisation
+    teacher, teacher_ckpt = load_teacher(teachers["large"], [1, 2, 3])
+    from s3prl_upstream.distillation.student import build_student
+
+    initial, _ = build_student(teacher, teacher_ckpt, "teacher", {})
+    trained_sd = ckpt["student_state_dict"]
+    assert not torch.equal(trained_sd["encoder.layers.0.feed_forward.in_proj.weight"],
+                           initial.state_dict()["encoder.layers.0.feed_forward.in_proj.weight"])
+    # frozen in both stages: the relative embedding is still the teacher's
+    torch.testing.assert_close(trained_sd["encoder.relative_embedding.weight"],
+                               initial.state_dict()["encoder.relative_embedding.weight"], rtol=0, atol=0)
+
+
+def test_resume_continues_the_global_step(trained):
+    assert "step 4: last checkpoint" in trained["first"].stdout
+    assert trained["first_ckpt"]["global_step"] == 4
+    assert trained["resumed"].global_step == 6
+    resumed = torch.load(trained["resumed"].last_checkpoint, map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 6
+    assert not torch.equal(  # and it trained on from the stored weights
+        resumed["student_state_dict"]["encoder.layers.2.attention.qkv_proj.weight"],
+        trained["first_ckpt"]["student_state_dict"]["encoder.layers.2.attention.qkv_proj.weight"],
+    )
+    # the resumed run trained 2 steps, not 6 from scratch: its log holds 2 training steps, after the first run's
+    (event_file,) = trained["resumed_events"]
+    steps = logged_steps(event_file, "train/loss")
+    assert len(steps) == 2 and min(steps) >= 4, steps
+
+
+def test_tensorboard_logs_losses_and_learning_rates(trained):
+    event_files = sorted((trained["exp_dir"] / "tensorboard").glob("events.out.tfevents.*"))
+    first = [f for f in event_files if f not in trained["resumed_events"]][0]
+    assert logged_steps(first, "train/loss") == [0, 1, 2, 3]
+    assert logged_steps(first, "val/layer_mse") == [1, 3]  # validation every 2 steps
+
+
+@pytest.mark.parametrize("stage", ["positional_conv", "encoder"])
+def test_each_stage_lowers_its_loss_on_a_fixed_batch(stage, teachers, speech_corpus, tmp_path):
+    """A few optimizer steps of one stage, on one fixed batch (lr raised so a few steps show the trend)."""
+    cfg = config(teachers["large"], speech_corpus, tmp_path, f"stages.{stage}.lr=2e-3", "data.crop_seconds=0.5")
+    data, module = build(cfg)
+    batch = next(iter(data.train_dataloader()))
+    index = [s.name for s in module.schedule.stages].index(stage)
+    stage_cfg = module.schedule.stages[index]
+    groups = module.schedule.param_groups(module.student)
+    for group in groups:
+        group["lr"] = stage_cfg.lr if index in group["trained_in"] else 0.0
+    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), weight_decay=0.01)
+    before = {k: v.clone() for k, v in module.student.state_dict().items()}
+    losses = []
+    for _ in range(5):
+        out = module.distill(batch)
+        loss = stage_cfg.positional_loss * out["positional_mse"] + stage_cfg.layer_loss * out["layer_mse"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in module.student.state_dict().items() if not torch.equal(v, before[k])}
+    if stage == "positional_conv":
+        assert changed == {"encoder.positional_embedding"}
+    else:
+        assert "encoder.layers" in changed and "encoder.positional_embedding" not in changed
+        assert "encoder.relative_embedding" not in changed
+
+
+def test_frame_alignment_front_ends_agree_from_frame_2(teachers, tmp_path):
+    """With the teacher's conv weights, the causal student's front end equals the padded teacher's exactly
+    wherever the student's 400-sample window lies inside the audio (frame t >= 2)."""
+    plain = write_s3prl_wavlm(tmp_path / "plain.pt", dict(LARGE_STYLE, normalize=False), seed=2)
+    teacher, teacher_ckpt = load_teacher(plain, [1, 2, 3])
+    from s3prl_upstream.distillation.student import build_student
+
+    student, _ = build_student(teacher, teacher_ckpt, "teacher", {})
+    captured = {}
+    student.feature_proj.register_forward_hook(lambda _m, _i, out: captured.__setitem__("student", out))
+    teacher.model.post_extract_proj.register_forward_hook(lambda _m, _i, out: captured.__setitem__("teacher", out))
+    for num_samples in (4000, 4321, 6719):
+        wav = torch.randn(1, num_samples)
+        with torch.no_grad():
+            student(wav)
+            teacher(wav)
+        frames = math.ceil(num_samples / 320)
+        assert captured["student"].shape[1] == captured["teacher"].shape[1] == frames
+        torch.testing.assert_close(captured["student"][:, 2:], captured["teacher"][:, 2:], rtol=1e-4, atol=1e-4)
+        assert (captured["student"][:, 0] - captured["teacher"][:, 0]).abs().max() > 1e-2  # frame 0 sees padding
+
+
+def test_own_streaming_checkpoint_as_offline_teacher(trained):
+    """A distilled checkpoint can teach again: run offline (causal=False) on the same frame grid."""
+    teacher, ckpt = load_teacher(trained["exp_dir"] / "checkpoints" / "last.ckpt", [1, 3])
+    assert isinstance(teacher, StreamingWavLMTeacher) and not teacher.model.config.causal
+    wav = torch.randn(1, 5000)
+    out = teacher(wav)
+    assert out.positional.shape == (1, 16, 32) and [h.shape[1] for h in out.layers] == [16, 16]
+    offline, _ = teacher.model(torch.nn.functional.pad(wav, (399, 0)))
+    torch.testing.assert_close(out.layers[1], offline[2])
+
+
+def test_bad_inputs_fail_before_training(teachers, speech_corpus, tmp_path):
+    def fails(error, match, teacher=teachers["large"], *overrides):
+        exp_dir = tmp_path / f"exp{len(list(tmp_path.iterdir()))}"
+        with pytest.raises(error, match=match):
+            run_distillation(config(teacher, speech_corpus, exp_dir, *overrides))
+        assert not exp_dir.exists()  # nothing was trained or written
+
+    unknown = tmp_path / "unknown.pt"
+    torch.save({"weights": {"w": torch.zeros(2)}}, unknown)
+    fails(TeacherError, r"unknown layout", unknown)
+    fails(StudentInitError, r"feed_forward.in_proj.weight: teacher \(64, 32\) vs student \(48, 32\)",
+          teachers["large"], "+student.model.ffn_dim=48")
+    fails(StudentInitError, r"student.model.dim=48 but the teacher's hidden size is 32", teachers["large"],
+          "+student.model.dim=48", "+student.model.num_heads=4", "+student.model.conv_pos_groups=4")
+    fails(StudentInitError, r"Base/Base\+.*student.init=random", teachers["base"])
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    fails(ManifestError, r"empty manifest", teachers["large"], f"data.train_manifest={empty}")
+    fails(RecipeError, r"trainer.max_steps is set by the recipe", teachers["large"], "+trainer.max_steps=10")
+
+
+def test_base_teacher_trains_a_randomly_initialised_student_when_asked(teachers, speech_corpus, tmp_path):
+    cfg = config(teachers["base"], speech_corpus, tmp_path, "student.init=random")
+    data, module = build(cfg)
+    assert module.student.config.dim == 32 and module.student.config.num_layers == 3
+    out = module.distill(next(iter(data.train_dataloader())))
+    assert torch.isfinite(out["layer_mse"]) and out["layer_mses"].shape == (3,)
+
+
+def load_script(path: Path):
+    """Import a file under scripts/ (the installed nemo_toolkit owns the top-level name ``scripts``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fidelity_report_per_chunk_size(trained, speech_corpus, tmp_path, capsys):
+    import json
+
+    from nemo_streaming_ssl.data.manifest import read_manifest
+    from s3prl_upstream.distillation.losses import layer_cosines
+
+    report_script = load_script(ROOT / "scripts" / "wavlm_fidelity_report.py")
+    student_ckpt = trained["exp_dir"] / "checkpoints" / "last.ckpt"
+    out_dir = tmp_path / "report"
+    assert report_script.main([
+        "--student", str(student_ckpt), "--manifest", str(speech_corpus["val"]), "--chunk-ms", "400", "1000",
+        "--max-utterances", "2", "--max-seconds", "1.5", "--out-dir", str(out_dir), "--device", "cpu",
+    ]) == 0
+    printed = capsys.readouterr().out
+    assert "400 ms cos" in printed and "1000 ms mse" in printed and "3 (T3)" in printed
+    assert (out_dir / "fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    numbers = json.loads((out_dir / "fidelity.json").read_text())
+    assert numbers["num_utterances"] == 2 and numbers["teacher_layers"] == [1, 2, 3]
+    for ms in ("400", "1000"):
+        assert numbers["chunks"][ms]["max_abs_diff_vs_one_shot"] < 1e-4  # streaming is exact at any chunk size
+    # the streamed numbers are the one-shot student's cosine to the teacher, frame-weighted over the utterances
+    student = load_streaming_wavlm(student_ckpt)
+    teacher, _ = load_teacher(trained["first_ckpt"]["distillation"]["teacher_checkpoint"], [1, 2, 3])
+    import soundfile as sf
+
+    weighted, frames = torch.zeros(3, dtype=torch.float64), 0
+    with torch.no_grad():
+        for entry in read_manifest(speech_corpus["val"])[:2]:
+            wav = torch.from_numpy(sf.read(entry.audio_filepath, frames=24000, dtype="float32")[0])[None]
+            hidden, _ = student(wav)
+            num = hidden[0].shape[1]
+            weighted += layer_cosines(hidden, teacher(wav).layers).double() * num
+            frames += num
+    expected = (weighted / frames).tolist()
+    assert numbers["chunks"]["400"]["cosine"] == pytest.approx(expected, abs=1e-4)
+    assert numbers["chunks"]["1000"]["cosine"] == pytest.approx(expected, abs=1e-4)

@@ -1,0 +1,196 @@
+"""Streaming WavLM model: frame counts, exact streaming for any piece size, bounded state, batching, causality."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from nemo_streaming_ssl.data.manifest import read_manifest
+from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
+
+from .wavlm_helpers import relative_error, stream_all, tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+HOP = 320
+BLOCK = 4  # lookahead 3 + 1
+
+
+@pytest.fixture(scope="module")
+def model() -> StreamingWavLM:
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def wav() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(2, 3 * 16000 + 77)  # 3 s: 151 frames, ~10 windows of 16 frames
+
+
+@pytest.fixture(scope="module")
+def one_shot(model, wav) -> list[torch.Tensor]:
+    with torch.no_grad():
+        hidden, lengths = model(wav)
+    assert lengths.tolist() == [151, 151]
+    return hidden
+
+
+def test_default_config_is_the_reference_architecture():
+    cfg = StreamingWavLMConfig()
+    assert (cfg.num_layers, cfg.dim, cfg.ffn_dim, cfg.num_heads, cfg.window_size, cfg.lookahead_size, cfg.causal) == (
+        12, 1024, 4096, 16, 512, 3, True)
+    assert (cfg.hop_samples, cfg.receptive_field_samples, cfg.block_frames) == (320, 400, 4)
+
+
+@pytest.mark.parametrize("samples", [0, 1, 319, 320, 321, 1280, 1281, 16005])
+def test_causal_frame_count_is_ceil(model, samples):
+    with torch.no_grad():
+        hidden, lengths = model(torch.randn(1, samples))
+    frames = math.ceil(samples / HOP)
+    assert len(hidden) == 2 and lengths.tolist() == [frames]
+    assert all(h.shape == (1, frames, 64) for h in hidden)
+    assert all(torch.isfinite(h).all() for h in hidden)
+
+
+@pytest.mark.parametrize("pieces", [[37], [HOP], [999], [BLOCK * HOP], [3200], [6400], [16000], [10**7],
+                                    [0, 5, 1, 2000, 333, 4800, 7]], ids=lambda p: "+".join(map(str, p)))
+def test_streaming_equals_one_shot(model, wav, one_shot, pieces):
+    streamed, max_cache = stream_all(model, wav, pieces)
+    for layer, (s, o) in enumerate(zip(streamed, one_shot)):
+        assert s.shape == o.shape, f"layer {layer}"
+        err, worst = relative_error(s, o), float((s - o).abs().max())
+        assert err < 1e-4 and worst < 1e-3, f"layer {layer}: relative {err:.2e}, max abs {worst:.2e}"
+    assert max_cache == model.config.window_size - 1
+
+
+def test_streaming_one_sample_at_a_time(model):
+    torch.manual_seed(2)
+    wav = torch.randn(1, 4801)  # 16 frames: 4 blocks, the last one partial
+    with torch.no_grad():
+        one_shot, _ = model(wav)
+    streamed, _ = stream_all(model, wav, [1])
+    assert all(relative_error(s, o) < 1e-4 for s, o in zip(streamed, one_shot))
+
+
+def test_blocks_are_emitted_as_soon_as_complete_and_state_stays_bounded(model, wav):
+    cfg = model.config
+    state = model.init_state(2)
+    emitted = 0
+    for start in range(0, 2 * 16000, 211):
+        new, state = model.stream(wav[:, start : start + 211], state)
+        emitted += new[0].shape[1]
+        seen = min(start + 211, wav.shape[1])
+        # A block is final once its last frame exists: frame t ends at sample 320 t.
+        assert emitted == (math.ceil(seen / HOP) // BLOCK) * BLOCK
+        assert new[0].shape[1] % BLOCK == 0 and state.frames_emitted == emitted
+        assert state.kv_cache_frames <= cfg.window_size - 1
+        assert state.frame_buffer.shape[1] < BLOCK and state.sample_buffer.shape[1] < BLOCK * HOP
+        assert all(p is None or p.shape[1] < 2 * k for p, k in zip(state.conv_pending, cfg.kernel_sizes))
+        assert state.pos_pending is None or state.pos_pending.shape[1] == cfg.conv_pos - 1
+    tail, state = model.flush(state)
+    assert tail[0].shape[1] == math.ceil(seen / HOP) - emitted
+    with pytest.raises(ValueError, match="flushed"):
+        model.stream(wav[:, :10], state)
+
+
+def test_causality(model, wav):
+    """Changing samples from tau on leaves every block whose last frame ends before tau unchanged."""
+    tau = 16000 + 123
+    changed = wav.clone()
+    changed[:, tau:] += torch.randn_like(changed[:, tau:])
+    with torch.no_grad():
+        a, _ = model(wav)
+        b, _ = model(changed)
+    last_frame = (tau - 1) // HOP  # frames t with 320 t < tau see only unchanged samples
+    safe = (last_frame + 1) // BLOCK * BLOCK  # whole blocks made of such frames
+    for x, y in zip(a, b):
+        assert torch.allclose(x[:, :safe], y[:, :safe], atol=1e-6, rtol=0)
+        assert not torch.allclose(x[:, safe : safe + BLOCK], y[:, safe : safe + BLOCK], atol=1e-3)
+
+
+def _read_utterances(manifest, count):
+    return [torch.from_numpy(sf.read(e.audio_filepath, dtype="float32")[0]) for e in read_manifest(manifest)[:count]]
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "noncausal"])
+def test_padded_batch_equals_each_utterance_alone(speech_corpus, causal):
+    model = tiny_model(causal=causal)
+    utterances = _read_utterances(speech_corpus["train"], 3)
+    utterances += [utterances[0][:1000], utterances[1][:150], torch.zeros(0)]  # partial block, < receptive field, empty
+    lengths = torch.tensor([len(u) for u in utterances])
+    batch = torch.randn(len(utterances), int(lengths.max()))  # padding content must not matter
+    for i, u in enumerate(utterances):
+        batch[i, : len(u)] = u
+    with torch.no_grad():
+        hidden, frame_lengths = model(batch, lengths)
+        for i, u in enumerate(utterances):
+            alone, alone_lengths = model(u[None])
+            t = int(frame_lengths[i])
+            assert t == int(alone_lengths[0]) == alone[0].shape[1]
+            for layer, (h, a) in enumerate(zip(hidden, alone)):
+                assert torch.isfinite(h).all()
+                if t:
+                    assert relative_error(h[i, :t], a[0]) < 1e-5, f"utterance {i} layer {layer}"
+                assert h[i, t:].abs().max() == 0 if h.shape[1] > t else True
+
+
+def test_noncausal_mode_matches_wavlm_framing_and_refuses_streaming():
+    model = tiny_model(causal=False)
+    with torch.no_grad():
+        for samples, frames in [(16000, 49), (400, 1), (399, 1), (719, 1), (720, 2), (0, 0)]:
+            hidden, lengths = model(torch.randn(1, samples))
+            assert lengths.tolist() == [frames] and hidden[0].shape[1] == frames
+    with pytest.raises(ValueError, match="non-causal"):
+        model.init_state(1)
+
+
+def test_noncausal_sees_the_future():
+    model = tiny_model(causal=False)
+    wav = torch.randn(1, 8000)
+    changed = wav.clone()
+    changed[:, 6000:] = 0
+    with torch.no_grad():
+        a, _ = model(wav)
+        b, _ = model(changed)
+    assert not torch.allclose(a[-1][:, :4], b[-1][:, :4], atol=1e-4)
+
+
+def test_one_shot_is_differentiable_and_trains_in_train_mode():
+    model = tiny_model(dropout=0.1).train()
+    hidden, _ = model(torch.randn(2, 4000), torch.tensor([4000, 2500]))
+    sum(h.pow(2).mean() for h in hidden).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_positional_conv_matmul_path_equals_conv1d(model):
+    """Small inputs take a batched-matmul path (faster than oneDNN's grouped conv); both must agree."""
+    pos = model.encoder.positional_embedding
+    for frames in (1, 5, pos.SMALL_INPUT_FRAMES):
+        x = torch.randn(2, frames + pos.conv.kernel_size[0] - 1, model.config.dim)
+        with torch.no_grad():
+            expected = pos.conv(x.transpose(1, 2)).transpose(1, 2)
+            assert torch.allclose(pos._valid_conv(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_ms", [20, 80, 200])
+def test_benchmark_latency_formula_matches_real_emission(model, wav, chunk_ms):
+    """The latency the benchmark and docs quote is what stream() really does: for every sample, the wait
+    from its arrival to the end of the call that emits the first frame seeing it (frame ceil(n / 320))."""
+    spec = importlib.util.spec_from_file_location("bench_upstream", REPO / "scripts" / "bench_upstream.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    chunk = chunk_ms * 16
+    state, emitted_after = model.init_state(2), []
+    for start in range(0, 32000, chunk):
+        new, state = model.stream(wav[:, start : start + chunk], state)
+        emitted_after.append(state.frames_emitted)
+    emitted_after = torch.tensor(emitted_after)
+    samples = torch.arange(32000 - 1600)  # leave the tail out: its frames are emitted only by flush()
+    first_frame = (samples + HOP - 1) // HOP
+    call = torch.searchsorted(emitted_after, first_frame, right=True)  # first call after which it is out
+    worst = int(((call + 1) * chunk - (samples + 1)).max())
+    assert worst / 16 == bench.worst_case_latency_ms(chunk, model.config)

@@ -1,0 +1,48 @@
+"""Shared pieces of the streaming WavLM tests: a tiny config, a randomised model, a streaming driver."""
+
+from __future__ import annotations
+
+import torch
+
+from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
+
+# Tiny but complete: real front end (hop 320), 2 layers, a 16-frame window so the KV cache evicts within a
+# second of audio, and few buckets so the log-spaced bucket range is exercised inside the window.
+TINY = dict(hidden_dims=[32] * 7, num_layers=2, dim=64, ffn_dim=96, num_heads=4, num_buckets=32, max_distance=40,
+            conv_pos=16, conv_pos_groups=4, window_size=16, lookahead_size=3)
+
+
+
+def tiny_config(**changes) -> StreamingWavLMConfig:
+    return StreamingWavLMConfig(**{**TINY, **changes})
+
+
+def tiny_model(seed: int = 0, **changes) -> StreamingWavLM:
+    """Every parameter random (LayerNorms and gates included), so a wrong term cannot hide behind an init."""
+    torch.manual_seed(seed)
+    model = StreamingWavLM(tiny_config(**changes))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(1.0 + 0.1 * torch.randn_like(p) if name.endswith("norm.weight") else 0.3 * torch.randn_like(p))
+    return model.eval()
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+
+def stream_all(model: StreamingWavLM, wav: torch.Tensor, pieces) -> tuple[list[torch.Tensor], int]:
+    """Feed wav [B, S] in pieces of the given sizes (cycled), then flush. Returns (per layer [B, T, D], max KV frames)."""
+    pieces = list(pieces)
+    state = model.init_state(wav.shape[0])
+    outputs: list[list[torch.Tensor]] = [[] for _ in range(model.config.num_layers)]
+    start, i, max_cache = 0, 0, 0
+    while start < wav.shape[1]:
+        size = pieces[i % len(pieces)]
+        new, state = model.stream(wav[:, start : start + size], state)
+        start, i = start + size, i + 1
+        for out, frames in zip(outputs, new):
+            out.append(frames)
+        max_cache = max(max_cache, state.kv_cache_frames)
+    tail, state = model.flush(state)
+    return [torch.cat(out + [t], dim=1) for out, t in zip(outputs, tail)], max_cache
