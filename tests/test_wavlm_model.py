@@ -167,9 +167,10 @@ def test_one_shot_is_differentiable_and_trains_in_train_mode():
 
 
 def test_positional_conv_matmul_path_equals_conv1d(model):
-    """Small inputs take a batched-matmul path (faster than oneDNN's grouped conv); both must agree."""
+    """Small inputs (batch x frames <= SMALL_INPUT_FRAMES) take a batched-matmul path (faster than oneDNN's
+    grouped conv); both must agree."""
     pos = model.encoder.positional_embedding
-    for frames in (1, 5, pos.SMALL_INPUT_FRAMES):
+    for frames in (1, 5, pos.SMALL_INPUT_FRAMES // 2):
         x = torch.randn(2, frames + pos.conv.kernel_size[0] - 1, model.config.dim)
         with torch.no_grad():
             expected = pos.conv(x.transpose(1, 2)).transpose(1, 2)

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .linear import PrepackedLinear
+
+if TYPE_CHECKING:
+    from .encoder import KVCache
 
 
 def relative_position_bucket(relative: Tensor, num_buckets: int, max_distance: int) -> Tensor:
@@ -103,8 +109,8 @@ class GatedRelPosAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.dropout = dropout
-        self.qkv_proj = nn.Linear(dim, 3 * dim)
-        self.out_proj = nn.Linear(dim, dim)
+        self.qkv_proj = PrepackedLinear(dim, 3 * dim)
+        self.out_proj = PrepackedLinear(dim, dim)
         self.gru_rel_pos_linear = nn.Linear(self.head_dim, 8)
         self.gru_rel_pos_const = nn.Parameter(torch.ones(1, num_heads, 1, 1))
 
@@ -118,14 +124,13 @@ class GatedRelPosAttention(nn.Module):
         gate = a * (b * self.gru_rel_pos_const.view(1, 1, self.num_heads) - 1.0) + 2.0
         return gate.transpose(1, 2).unsqueeze(-1)
 
-    def forward(self, h: Tensor, spans: list[AttentionSpan], cache: tuple[Tensor, Tensor] | None
-                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """h: [B, T, D] new frames; cache: keys and values [B, H, M, head_dim] of earlier frames.
-        Returns ([B, T, D], keys and values [B, H, M + T, head_dim])."""
+    def forward(self, h: Tensor, spans: list[AttentionSpan], cache: "KVCache | None") -> Tensor:
+        """h: [B, T, D] new frames -> [B, T, D]. cache (streaming): keys and values of the M earlier frames
+        the spans index first; h's keys and values are appended to it."""
         batch, frames, dim = h.shape
         q, k, v = self.qkv_proj(h).view(batch, frames, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if cache is not None:
-            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            k, v = cache.append(k, v)
         gate = self.gate(h)
         dropout = self.dropout if self.training else 0.0
         outputs = [
@@ -135,4 +140,4 @@ class GatedRelPosAttention(nn.Module):
             for s in spans
         ]
         out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
-        return self.out_proj(out.transpose(1, 2).reshape(batch, frames, dim)), (k, v)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, frames, dim))

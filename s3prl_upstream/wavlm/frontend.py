@@ -86,7 +86,8 @@ class PositionalConv(nn.Module):
     """Grouped Conv1d + GELU whose output is added to the frames (key ``conv.{weight,bias}``, no weight norm)."""
 
     # oneDNN's grouped convolution has a large fixed cost per call (~ tens of frames' worth with the
-    # 128-tap, 16-group default); up to this many output frames one batched matrix product is faster.
+    # 128-tap, 16-group default); up to this many output frames (summed over the batch) one batched
+    # matrix product is faster.
     SMALL_INPUT_FRAMES = 64
 
     def __init__(self, dim: int, kernel_size: int, groups: int) -> None:
@@ -112,11 +113,12 @@ class PositionalConv(nn.Module):
         batch, length, dim = x.shape
         kernel, groups = self.conv.kernel_size[0], self.conv.groups
         frames, group_dim = length - kernel + 1, dim // groups
-        if frames > self.SMALL_INPUT_FRAMES:
+        if batch * frames > self.SMALL_INPUT_FRAMES:
             return self.conv(x.transpose(1, 2)).transpose(1, 2)
-        # patches [G, B * T, group_dim * kernel] @ weight^T [G, group_dim * kernel, group_dim]
-        patches = x.view(batch, length, groups, group_dim).permute(2, 0, 1, 3).unfold(2, kernel, 1)
-        patches = patches.reshape(groups, batch * frames, group_dim * kernel)
+        # Time last, so each patch row gathers contiguous runs of `kernel` samples (a strided gather along
+        # time is twice as slow): patches [G, B * T, group_dim * kernel] @ weight^T [G, group_dim * kernel, group_dim].
+        time_last = x.view(batch, length, groups, group_dim).permute(2, 0, 3, 1).contiguous()  # [G, B, gd, L]
+        patches = time_last.unfold(3, kernel, 1).transpose(2, 3).reshape(groups, batch * frames, group_dim * kernel)
         weight = self.conv.weight.view(groups, group_dim, group_dim * kernel).transpose(1, 2)
         y = torch.baddbmm(self.conv.bias.view(groups, 1, group_dim), patches, weight)
         return y.view(groups, batch, frames, group_dim).permute(1, 2, 0, 3).reshape(batch, frames, dim)

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from .config import StreamingWavLMConfig
 from .encoder import KVCache, TransformerEncoder
 from .frontend import FeatureExtractor
+from .linear import PrepackedLinear
 
 
 @dataclass
@@ -32,7 +33,7 @@ class StreamingState:
     conv_pending: list[Tensor | None]  # per front-end conv [B, P, C_in]: inputs later outputs still need
     pos_pending: Tensor | None  # [B, conv_pos - 1, D] last frames seen by the positional conv
     frame_buffer: Tensor  # [B, f < C, D] frames (positional term added) waiting for their block to complete
-    kv_cache: list[KVCache | None]  # per layer keys/values [B, H, <= window - 1, head_dim]
+    kv_cache: list[KVCache | None]  # per layer keys/values of <= window - 1 frames (None: none yet)
     samples_seen: int = 0
     frames_emitted: int = 0
     finished: bool = field(default=False)
@@ -42,6 +43,8 @@ class StreamingState:
         def pick(value):
             if isinstance(value, Tensor):
                 return value[rows]
+            if isinstance(value, KVCache):
+                return value.select(rows)
             if isinstance(value, (list, tuple)):
                 return type(value)(pick(v) for v in value)
             return value
@@ -52,7 +55,7 @@ class StreamingState:
     @property
     def kv_cache_frames(self) -> int:
         """Frames held by the largest per-layer KV cache."""
-        return max((kv[0].shape[2] for kv in self.kv_cache if kv is not None), default=0)
+        return max((kv.frames for kv in self.kv_cache if kv is not None), default=0)
 
 
 class StreamingWavLM(nn.Module):
@@ -66,7 +69,7 @@ class StreamingWavLM(nn.Module):
         self.config = cfg = cfg or StreamingWavLMConfig()
         self.feature_extractor = FeatureExtractor(cfg.hidden_dims, cfg.kernel_sizes, cfg.strides, cfg.dropout)
         self.norm = nn.LayerNorm(cfg.hidden_dims[-1])
-        self.feature_proj = nn.Linear(cfg.hidden_dims[-1], cfg.dim)
+        self.feature_proj = PrepackedLinear(cfg.hidden_dims[-1], cfg.dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.encoder = TransformerEncoder(cfg)
 
