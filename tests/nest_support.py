@@ -10,6 +10,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_streaming_ssl.streaming.untrained import compose_model_config
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 PRETRAIN_SCRIPT = REPO_ROOT / "examples" / "asr" / "speech_pretraining" / "masked_token_pred_pretrain.py"
@@ -45,11 +47,10 @@ def compose_config(
 def model_config(
     *overrides: str, config_name: str = STREAMING, corpus: dict | None = None, preset: str = "tiny"
 ) -> DictConfig:
-    """The resolved ``model`` node; without a corpus it has no data sections (no loaders are built)."""
-    cfg = compose_config(*overrides, config_name=config_name, corpus=corpus, preset=preset).model
+    """The ``model`` node; without a corpus it has no data sections (no loaders are built)."""
     if corpus is None:
-        del cfg["train_ds"], cfg["validation_ds"]
-    return cfg
+        return compose_model_config([f"preset={preset}", *overrides], config_name)
+    return compose_config(*overrides, config_name=config_name, corpus=corpus, preset=preset).model
 
 
 def run_pretrain(args: list[str], cwd: Path, timeout: float = 400) -> subprocess.CompletedProcess:

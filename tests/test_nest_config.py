@@ -9,6 +9,7 @@ from .nest_support import model_config
 REFUSED = [
     (["model.encoder.conv_norm_type=batch_norm"], "model.encoder.conv_norm_type", "layer_norm"),
     (["model.encoder.causal_downsampling=false"], "model.encoder.causal_downsampling", "true"),
+    (["model.encoder.self_attention_model=abs_pos"], "model.encoder.self_attention_model", "rel_pos"),
     (["model.encoder.subsampling=vggnet"], "model.encoder.subsampling", "dw_striding"),
     (["model.encoder.conv_context_size=null"], "model.encoder.conv_context_size", "causal"),
     (["model.encoder.conv_context_size=[4,4]"], "model.encoder.conv_context_size", "causal"),

@@ -79,8 +79,12 @@ def _check_encoder(enc: DictConfig, pairs: list[list[int]]) -> None:
             f"{conv_context} lets the convolution module see future frames",
             f"set model.encoder.conv_context_size=causal (= [{kernel - 1}, 0])",
         )
-    if enc.get("self_attention_model", "rel_pos") not in ("rel_pos", "abs_pos"):
-        _fail("encoder.self_attention_model", f"'{enc.self_attention_model}' is not supported for streaming", "use rel_pos")
+    if enc.get("self_attention_model", "rel_pos") != "rel_pos":
+        _fail(
+            "encoder.self_attention_model",
+            f"'{enc.self_attention_model}' cannot be streamed by nemo_streaming_ssl.streaming (it streams relative-position attention)",
+            "set model.encoder.self_attention_model=rel_pos",
+        )
     style = enc.get("att_context_style", "regular")
     if style not in ("chunked_limited", "regular"):
         _fail("encoder.att_context_style", f"unknown style '{style}'", "use chunked_limited (or regular)")

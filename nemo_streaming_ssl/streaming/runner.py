@@ -36,6 +36,7 @@ from ..receptive_field import ReceptiveField
 from .attention import prepare_position_tables, use_key_value_cache
 from .audio_input import as_mono_float, check_sample_rate
 from .compat import NotStreamableError, StreamingSpec, streaming_spec
+from .convolution import use_channels_last_convolution
 from .encoder_step import encoder_step
 from .features import StreamingLogMel
 from .latency import LatencyReport, algorithmic_latency
@@ -107,6 +108,7 @@ class StreamingEncoderRunner:
         self.token_frame_offset = self._token_frame_offset()
         self.num_layers = len(self.encoder.layers)
         self.attention = use_key_value_cache(self.encoder)
+        use_channels_last_convolution(self.encoder)
         _, conv_cache, _ = self.encoder.get_initial_cache_state(batch_size=1, device=self.device)
         self._conv_cache_shape = conv_cache[:, 0].shape  # (L, D, K-1)
         self._warned_sliding = False
