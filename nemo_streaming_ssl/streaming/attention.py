@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from nemo.collections.asr.parts.submodules.multi_head_attention import INF_VAL, RelPositionMultiHeadAttention
 
+from .class_swap import swap_class
+
 
 class KeyValueCachedRelPositionAttention(RelPositionMultiHeadAttention):
     """``RelPositionMultiHeadAttention`` whose streaming cache holds keys and values (see the module doc).
@@ -80,15 +82,8 @@ def use_key_value_cache(encoder) -> list[KeyValueCachedRelPositionAttention]:
 
     The class swap keeps parameters, state-dict keys and the offline forward as they are.
     """
-    modules = []
-    for layer in encoder.layers:
-        attention = layer.self_attn
-        if type(attention) is RelPositionMultiHeadAttention:
-            attention.__class__ = KeyValueCachedRelPositionAttention
-        if not isinstance(attention, KeyValueCachedRelPositionAttention):
-            raise TypeError(f"unexpected attention module {type(attention).__name__} in a rel_pos encoder")
-        modules.append(attention)
-    return modules
+    attention = [layer.self_attn for layer in encoder.layers]
+    return swap_class(attention, RelPositionMultiHeadAttention, KeyValueCachedRelPositionAttention)
 
 
 @torch.no_grad()

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from nemo.collections.asr.parts.submodules.conformer_modules import ConformerConvolution
 
+from .class_swap import swap_class
+
 
 class ChannelsLastStreamingConvolution(ConformerConvolution):
     """``ConformerConvolution`` with a channels-last streaming path (see the module doc)."""
@@ -58,9 +60,4 @@ def use_channels_last_convolution(encoder) -> None:
 
     The class swap keeps parameters, state-dict keys and the offline forward as they are.
     """
-    for layer in encoder.layers:
-        module = layer.conv
-        if type(module) is ConformerConvolution:
-            module.__class__ = ChannelsLastStreamingConvolution
-        if not isinstance(module, ChannelsLastStreamingConvolution):
-            raise TypeError(f"unexpected convolution module {type(module).__name__} in a Conformer layer")
+    swap_class([layer.conv for layer in encoder.layers], ConformerConvolution, ChannelsLastStreamingConvolution)
