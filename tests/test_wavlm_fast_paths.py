@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from s3prl_upstream.wavlm.encoder import KVCache
 from s3prl_upstream.wavlm.linear import PrepackedLinear
+
 from .wavlm_helpers import relative_error, tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN not built into torch")

@@ -17,7 +17,6 @@ from .frontend import PositionalConv
 from .linear import PrepackedLinear
 
 
-
 class KVCache:
     """One layer's keys and values of the latest ``keep_frames`` frames of a stream.
 

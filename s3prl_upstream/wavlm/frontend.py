@@ -115,7 +115,7 @@ class PositionalConv(nn.Module):
         frames, group_dim = length - kernel + 1, dim // groups
         if batch * frames > self.SMALL_INPUT_FRAMES:
             return self.conv(x.transpose(1, 2)).transpose(1, 2)
-        # Time last, so each patch row gathers contiguous runs of `kernel` samples (a strided gather along
+        # Time last, so each patch row gathers contiguous runs of `kernel` frames (a strided gather along
         # time is twice as slow): patches [G, B * T, group_dim * kernel] @ weight^T [G, group_dim * kernel, group_dim].
         time_last = x.view(batch, length, groups, group_dim).permute(2, 0, 3, 1).contiguous()  # [G, B, gd, L]
         patches = time_last.unfold(3, kernel, 1).transpose(2, 3).reshape(groups, batch * frames, group_dim * kernel)
