@@ -17,7 +17,8 @@ def carried_sizes(runner, state) -> dict[str, tuple]:
     stream = state.streams[0]
     enc = stream.encoder
     return {
-        "att_cache": tuple(enc.att_cache.shape),
+        "att_cache": tuple(enc.att_cache.view().shape),
+        "att_cache_buffer": tuple(enc.att_cache.buffer.shape),
         "conv_cache": tuple(enc.conv_cache.shape),
         "history_mels": tuple(enc.history_mels.shape),
         "pending_mels": tuple(enc.pending_mels.shape),

@@ -35,17 +35,21 @@ class KeyValueCachedRelPositionAttention(RelPositionMultiHeadAttention):
     position_table: torch.Tensor | None = None  # (1, heads, 2P-1, d_head): linear_pos of positions P-1 .. -(P-1)
 
     def forward(self, query, key, value, mask, pos_emb, cache=None):
-        # Streaming steps only: reuse cached keys/values and the projected position table.
+        # Streaming steps only: reuse cached keys/values and the projected position table. Submodules'
+        # forward is called directly: nn.Module's call machinery adds up over a small chunk's many calls.
         if cache is None:
             return super().forward(query, key, value, mask, pos_emb, cache)
         batch, frames, _ = query.shape
         heads, d_head = self.h, self.d_k
         new_kv = torch.cat(
-            [self.linear_k(key).view(batch, frames, heads, d_head), self.linear_v(value).view(batch, frames, heads, d_head)],
+            [
+                self.linear_k.forward(key).view(batch, frames, heads, d_head),
+                self.linear_v.forward(value).view(batch, frames, heads, d_head),
+            ],
             dim=-1,
         ).transpose(1, 2)  # (B, h, T, 2d)
         cached = cache.shape[2]
-        q = self.linear_q(query).view(batch, frames, heads, d_head)
+        q = self.linear_q.forward(query).view(batch, frames, heads, d_head)
         q_content = (q + self.pos_bias_u).transpose(1, 2)
         q_position = (q + self.pos_bias_v).transpose(1, 2)
         content = torch.cat(
@@ -55,7 +59,7 @@ class KeyValueCachedRelPositionAttention(RelPositionMultiHeadAttention):
             ],
             dim=-1,
         )  # (B, h, T, K), K = cached + new frames
-        p = self._projected_positions(pos_emb, cached + frames)
+        p = self._projected_positions(pos_emb, cached + frames, frames)
         position = self.rel_shift(torch.matmul(q_position, p.transpose(-2, -1)))[..., : content.size(-1)]
         scores = (content + position) / self.s_d_k
         if mask is not None:  # as NeMo's forward_attention
@@ -66,15 +70,17 @@ class KeyValueCachedRelPositionAttention(RelPositionMultiHeadAttention):
         out = torch.matmul(weights[..., :cached], cache[..., d_head:]) + torch.matmul(
             weights[..., cached:], new_kv[..., d_head:]
         )  # (B, h, T, d)
-        return self.linear_out(out.transpose(1, 2).reshape(batch, frames, heads * d_head)), new_kv
+        return self.linear_out.forward(out.transpose(1, 2).reshape(batch, frames, heads * d_head)), new_kv
 
-    def _projected_positions(self, pos_emb: torch.Tensor, key_frames: int) -> torch.Tensor:
-        """(1, h, 2K-1, d) linear_pos of relative positions K-1 .. -(K-1), from the table if it covers them."""
+    def _projected_positions(self, pos_emb: torch.Tensor, key_frames: int, query_frames: int) -> torch.Tensor:
+        """(1, h, K+T-1, d) linear_pos of relative positions K-1 .. -(T-1): all that the T newest queries
+        have to the K keys (NeMo projects 2K-1, and rel_shift drops the others); from the table if it covers them."""
         table = self.position_table
         if table is None or table.size(2) < 2 * key_frames - 1:
-            return self.linear_pos(pos_emb).view(1, -1, self.h, self.d_k).transpose(1, 2)
+            projected = self.linear_pos(pos_emb).view(1, -1, self.h, self.d_k).transpose(1, 2)  # K-1 .. -(K-1)
+            return projected[:, :, : key_frames + query_frames - 1]
         centre = table.size(2) // 2  # index of relative position 0
-        return table[:, :, centre - key_frames + 1 : centre + key_frames]
+        return table[:, :, centre - key_frames + 1 : centre + query_frames]
 
 
 def use_key_value_cache(encoder) -> list[KeyValueCachedRelPositionAttention]:

@@ -33,10 +33,10 @@ class ChannelsLastStreamingConvolution(ConformerConvolution):
             x = x.masked_fill(pad_mask.unsqueeze(-1), 0.0)
         x, cache = self._depthwise(x, cache)
         if self.norm_type == "layer_norm":
-            x = self.batch_norm(x)
+            x = self.batch_norm.forward(x)
         else:  # the other norms work channels-first
-            x = self.batch_norm(x.transpose(1, 2)).transpose(1, 2)
-        x = self.activation(x)
+            x = self.batch_norm.forward(x.transpose(1, 2)).transpose(1, 2)
+        x = self.activation.forward(x)
         return F.linear(x, self.pointwise_conv2.weight[:, :, 0], self.pointwise_conv2.bias), cache
 
     def _depthwise(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,7 +40,8 @@ from .convolution import use_channels_last_convolution
 from .encoder_step import encoder_step
 from .features import StreamingLogMel
 from .latency import LatencyReport, algorithmic_latency
-from .state import EncoderStreamState, StepRecord, StreamingState, StreamState
+from .layer import use_lean_streaming_layers
+from .state import EncoderStreamState, KeyValueWindow, StepRecord, StreamingState, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class StreamingEncoderRunner:
         self.num_layers = len(self.encoder.layers)
         self.attention = use_key_value_cache(self.encoder)
         use_channels_last_convolution(self.encoder)
+        use_lean_streaming_layers(self.encoder)
         _, conv_cache, _ = self.encoder.get_initial_cache_state(batch_size=1, device=self.device)
         self._conv_cache_shape = conv_cache[:, 0].shape  # (L, D, K-1)
         self._warned_sliding = False
@@ -216,7 +218,9 @@ class StreamingEncoderRunner:
             encoder=EncoderStreamState(
                 pending_mels=torch.zeros(mels, 0, device=self.device),
                 history_mels=torch.zeros(mels, 0, device=self.device),
-                att_cache=torch.zeros(self.num_layers, *self._att_cache_shape(0), device=self.device),
+                att_cache=KeyValueWindow(
+                    torch.zeros(self.num_layers, *self._att_cache_shape(0), device=self.device), self.att_cache_frames
+                ),
                 conv_cache=torch.zeros(self._conv_cache_shape, device=self.device),
             ),
         )
@@ -315,15 +319,15 @@ class StreamingEncoderRunner:
 
         # Attention cache: each stream's keys/values right-aligned (shorter ones padded in front and
         # masked); every length is whole attention chunks, which keeps the chunk grid of the offline mask.
-        valid = [e.att_cache.shape[2] for e in encs]
+        valid = [e.att_cache.frames for e in encs]
         cache_frames = max(valid)
         if len(encs) == 1:
-            att_cache = encs[0].att_cache.unsqueeze(1)
+            att_cache = encs[0].att_cache.view().unsqueeze(1)
         else:
             att_cache = self._batch_buffer((self.num_layers, len(encs), *self._att_cache_shape(cache_frames)))
             for i, (e, c) in enumerate(zip(encs, valid)):
                 att_cache[:, i, :, : cache_frames - c].zero_()
-                att_cache[:, i, :, cache_frames - c :] = e.att_cache
+                att_cache[:, i, :, cache_frames - c :] = e.att_cache.view()
         conv_cache = torch.stack([e.conv_cache for e in encs], dim=1)
         prepare_position_tables(self.encoder, self.attention, cache_frames + step_frames)
 
@@ -351,7 +355,7 @@ class StreamingEncoderRunner:
             frames.append(n)
             if valid[i] + n > self.att_cache_frames and self.spec.left_context_frames < 0:
                 self._warn_sliding()
-            e.att_cache = torch.cat([e.att_cache, att_next[:, i, :, :n]], dim=2)[:, :, -self.att_cache_frames :]
+            e.att_cache.append(att_next[:, i, :, :n])
             e.conv_cache = conv_next[:, i].clone()
             e.mels_consumed += take
             e.history_mels = x[:, x.shape[1] - min(e.mels_consumed, self.spec.history_mels) :]

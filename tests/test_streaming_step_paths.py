@@ -1,0 +1,98 @@
+"""The lean streaming paths compute NeMo's numbers: the Conformer layer's streaming step, and the
+key/value window that replaces concatenating the whole attention cache every step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from nemo.collections.asr.parts.submodules.conformer_modules import ConformerLayer
+from nemo.collections.common.parts.adapter_modules import LinearAdapterConfig
+from omegaconf import OmegaConf
+
+from nemo_streaming_ssl.streaming.attention import prepare_position_tables
+from nemo_streaming_ssl.streaming.layer import LeanStreamingConformerLayer, use_lean_streaming_layers
+from nemo_streaming_ssl.streaming.state import KeyValueWindow
+from nemo_streaming_ssl.streaming.untrained import untrained_model
+from tests.streaming_helpers import MODES
+
+
+@pytest.mark.parametrize("keep_frames", [1, 5, 16])
+def test_key_value_window_equals_concatenation(keep_frames):
+    """Appends of 1-7 frames (some longer than the window) keep exactly the latest frames, in a bounded buffer."""
+    generator = torch.Generator().manual_seed(keep_frames)
+    window = KeyValueWindow(torch.zeros(2, 3, 0, 4), keep_frames)
+    reference = torch.zeros(2, 3, 0, 4)
+    capacities = set()
+    for step in range(60):
+        new = torch.randn(2, 3, 1 + step % 7, 4, generator=generator)
+        window.append(new)
+        reference = torch.cat([reference, new], dim=2)[:, :, -keep_frames:]
+        assert torch.equal(window.view(), reference), f"step {step}"
+        capacities.add(window.buffer.shape[2])
+    assert max(capacities) <= keep_frames + max(7, keep_frames // 4)  # bounded: no growth with stream length
+
+
+def cached_encoder(mode: str):
+    """A tiny streaming encoder with the runner's attention and convolution swaps, and step inputs."""
+    from nemo_streaming_ssl.streaming.attention import use_key_value_cache
+    from nemo_streaming_ssl.streaming.convolution import use_channels_last_convolution
+
+    torch.manual_seed(0)
+    encoder = untrained_model(MODES[mode]).encoder
+    attention = use_key_value_cache(encoder)
+    use_channels_last_convolution(encoder)
+    prepare_position_tables(encoder, attention, 64)
+    return encoder
+
+
+@pytest.mark.parametrize("mode,frames", [("causal", 1), ("left_context_lookahead", 4)])
+def test_lean_layer_equals_nemo_layer(mode, frames):
+    """Same caches in, same output and caches out as NeMo's ConformerLayer.forward, padded frames included."""
+    encoder = cached_encoder(mode)
+    use_lean_streaming_layers(encoder)
+    layer = encoder.layers[0]
+    assert type(layer) is LeanStreamingConformerLayer
+    d_model, heads = encoder.d_model, layer.self_attn.h
+    cached = 6
+    x = torch.randn(2, frames, d_model)
+    _, pos_emb = encoder.pos_enc(x=x, cache_len=cached)
+    att_mask = torch.zeros(2, frames, cached + frames, dtype=torch.bool)
+    att_mask[1, :, :2] = True  # the second stream has only 4 cached frames
+    pad_mask = torch.zeros(2, frames, dtype=torch.bool)
+    pad_mask[1, -1] = True
+    att_cache = torch.randn(2, heads, cached, 2 * layer.self_attn.d_k)
+    conv_cache = torch.randn(2, *layer.conv.depthwise_conv.weight.shape[:1], layer.conv.depthwise_conv.kernel_size[0] - 1)
+    inputs = dict(x=x, att_mask=att_mask, pos_emb=pos_emb, pad_mask=pad_mask, cache_last_channel=att_cache,
+                  cache_last_time=conv_cache)
+    with torch.no_grad():
+        want = ConformerLayer.forward(layer, **inputs)
+        got = layer(**inputs)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and (g - w).abs().max() < 1e-5
+
+
+def test_layers_with_adapters_keep_nemo_path():
+    """An adapter changes what a layer computes: such layers are left to NeMo's forward, which runs it."""
+    encoder = cached_encoder("causal")
+    encoder.layers[1].add_adapter("extra", OmegaConf.structured(LinearAdapterConfig(in_features=encoder.d_model, dim=4)))
+    use_lean_streaming_layers(encoder)
+    assert type(encoder.layers[0]) is LeanStreamingConformerLayer
+    assert type(encoder.layers[1]) is ConformerLayer
+
+
+def test_training_mode_uses_nemo_path():
+    """Dropout only exists on NeMo's path: in train mode the lean layer defers to it (outputs vary per call)."""
+    encoder = cached_encoder("causal")
+    use_lean_streaming_layers(encoder)
+    layer = encoder.layers[0]
+    for module in layer.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    layer.train()
+    x = torch.randn(1, 3, encoder.d_model)
+    _, pos_emb = encoder.pos_enc(x=x, cache_len=2)
+    att_cache = torch.randn(1, layer.self_attn.h, 2, 2 * layer.self_attn.d_k)
+    conv_cache = torch.zeros(1, encoder.d_model, layer.conv.depthwise_conv.kernel_size[0] - 1)
+    with torch.no_grad():
+        first, second = (layer(x, None, pos_emb, None, att_cache, conv_cache)[0] for _ in range(2))
+    assert not torch.allclose(first, second)
