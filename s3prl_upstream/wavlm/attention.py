@@ -136,7 +136,7 @@ class GatedRelPosAttention(nn.Module):
         outputs = [
             F.scaled_dot_product_attention(
                 q[:, :, s.queries], k[:, :, s.keys], v[:, :, s.keys],
-                attn_mask=gate[:, :, s.queries] * s.bias + s.mask, dropout_p=dropout)
+                attn_mask=torch.addcmul(s.mask, gate[:, :, s.queries], s.bias), dropout_p=dropout)
             for s in spans
         ]
         out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
