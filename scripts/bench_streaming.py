@@ -37,6 +37,7 @@ from nemo_streaming_ssl.streaming import StreamingEncoderRunner  # noqa: E402
 from nemo_streaming_ssl.streaming.untrained import untrained_model  # noqa: E402
 
 SAMPLE_RATE = 16000
+GOAL_RATIO = 1.5  # total streaming compute / one offline forward
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -185,6 +186,18 @@ def bench_long_stream(model, attention_chunk: int, args: argparse.Namespace) -> 
     return result
 
 
+def smallest_chunk_meeting_goal(row: dict, streams: int) -> str:
+    """'one stream: 800 ms; x8: 400 ms' (or 'none of those tried') for one mode's rows."""
+    keys = [("one stream", "stream_over_offline")]
+    if streams > 1:
+        keys.append((f"x{streams}", "batched_stream_over_offline"))
+    parts = []
+    for label, key in keys:
+        met = [c["chunk_ms"] for c in row["chunks"] if c[key] <= GOAL_RATIO]
+        parts.append(f"{label}: {min(met):g} ms" if met else f"{label}: none of those tried")
+    return "; ".join(parts)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -244,6 +257,9 @@ def main(argv=None) -> None:
             )
     if args.streams > 1:
         print(f"x{args.streams}/offline: compute per stream when {args.streams} streams share each step, / one offline forward")
+    print(f"\ngoal stream/offline <= {GOAL_RATIO}: smallest chunk that meets it")
+    for row in rows:
+        print(f"{row['mode']:13s} {str(row['att_context_size']):12s} {smallest_chunk_meeting_goal(row, args.streams)}")
     if any("long_stream" in r for r in rows):
         print(f"\nlong stream ({args.long_seconds:g} s), smallest chunk: median compute per chunk early vs late")
         for row in rows:
