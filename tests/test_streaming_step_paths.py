@@ -96,3 +96,24 @@ def test_training_mode_uses_nemo_path():
     with torch.no_grad():
         first, second = (layer(x, None, pos_emb, None, att_cache, conv_cache)[0] for _ in range(2))
     assert not torch.allclose(first, second)
+
+
+def test_access_enabled_uses_nemo_path():
+    """With NeMo's AccessMixin enabled, the layer registers its output as NeMo's forward does."""
+    encoder = cached_encoder("causal")
+    use_lean_streaming_layers(encoder)
+    layer = encoder.layers[0]
+    x = torch.randn(1, 2, encoder.d_model)
+    _, pos_emb = encoder.pos_enc(x=x, cache_len=2)
+    att_cache = torch.randn(1, layer.self_attn.h, 2, 2 * layer.self_attn.d_k)
+    conv_cache = torch.zeros(1, encoder.d_model, layer.conv.depthwise_conv.kernel_size[0] - 1)
+    layer.update_access_cfg({"save_encoder_tensors": True}, guid=getattr(layer, "model_guid", None))
+    layer.set_access_enabled(access_enabled=True, guid=getattr(layer, "model_guid", None))
+    try:
+        with torch.no_grad():
+            out = layer(x, None, pos_emb, None, att_cache, conv_cache)[0]
+        saved = [t for entry in layer.get_module_registry(encoder).values() for t in entry.get("encoder", [])]
+    finally:
+        layer.set_access_enabled(access_enabled=False, guid=getattr(layer, "model_guid", None))
+        layer.reset_registry()
+    assert len(saved) == 1 and torch.equal(saved[0], out)

@@ -6,7 +6,7 @@ hook handling, and a layer makes ~30 of them (norms, linears, dropouts in eval, 
 adapter and access checks. This subclass changes only the streaming path (caches given, eval mode):
 it runs the layer's own submodules' ``forward`` and weights directly, in NeMo's order
 (x + FF1/2, x + attention, x + convolution, x + FF2/2, LayerNorm), so the numbers are NeMo's. Without
-caches, or while training, the layer is NeMo's unchanged.
+caches, while training, or with NeMo's tensor access enabled, the layer is NeMo's unchanged.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ class LeanStreamingConformerLayer(ConformerLayer):
     """``ConformerLayer`` with a lean streaming path (see the module doc)."""
 
     def forward(self, x, att_mask=None, pos_emb=None, pad_mask=None, cache_last_channel=None, cache_last_time=None):
-        if cache_last_channel is None or self.training:
+        # NeMo's path also records the output for NeMo's AccessMixin (tensor registry) when asked.
+        if cache_last_channel is None or self.training or self.is_access_enabled(getattr(self, "model_guid", None)):
             return super().forward(x, att_mask, pos_emb, pad_mask, cache_last_channel, cache_last_time)
         x = x + _feed_forward(self.feed_forward1, self.norm_feed_forward1.forward(x)) * self.fc_factor
         h = self.norm_self_att.forward(x)
