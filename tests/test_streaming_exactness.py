@@ -111,6 +111,47 @@ def test_batch_of_streams_with_different_lengths_and_pieces(models, utterances):
     assert grouped >= 2  # streams ready together share one batched step
 
 
+def feed_schedule(runner, audios, schedule):
+    """Feed ``audios`` (one stream each) by ``schedule``: (seconds, streams fed) phases in 80 ms pieces
+    (seconds: multiples of 0.08), then flush. Returns each stream's frames and the batched cache object of every feed."""
+    state = runner.new_state(len(audios), sample_rate=16000)
+    got, position, caches = [[] for _ in audios], [0] * len(audios), []
+    for seconds, fed in schedule:
+        for _ in range(round(seconds / 0.08)):
+            pieces = [audio[position[b] : position[b] + 1280] if b in fed else None for b, audio in enumerate(audios)]
+            for b in fed:
+                position[b] += 1280
+            for b, out in enumerate(runner.feed(state, pieces)):
+                got[b].append(out.frames)
+            caches.append(state.group_cache)
+    for b, out in enumerate(runner.flush(state)):
+        got[b].append(out.frames)
+    return [torch.cat(frames) for frames in got], caches
+
+
+def test_streams_in_lockstep_share_one_batched_cache(models):
+    """Streams fed together in real time step as one batch on one batched cache, appended to in place
+    (no per-step copy of every stream's cache), and each stays equal to its offline forward."""
+    runner = StreamingEncoderRunner(models["left_context"])  # left context 16 frames: 1.3 s
+    audios = [noise_audio(4.0, seed) for seed in range(3)]
+    frames, caches = feed_schedule(runner, audios, [(4.0, {0, 1, 2})])
+    steady = caches[len(caches) // 4 :]  # the cache filled up long before
+    assert all(c is steady[0] for c in steady) and steady[0].members == [0, 1, 2]
+    for audio, got in zip(audios, frames):
+        assert (got - runner.offline(audio).frames).abs().max() < TOL
+
+
+def test_batched_cache_is_rebuilt_after_streams_step_apart(models):
+    """Two full caches (same frame counts) that changed apart must not reuse the batched copy of before."""
+    runner = StreamingEncoderRunner(models["left_context"])
+    audios = [noise_audio(4.96, seed) for seed in (3, 4)]  # what the schedule feeds each
+    schedule = [(2.0, {0, 1}), (0.96, {0}), (0.96, {1}), (2.0, {0, 1})]  # apart, then together again
+    frames, caches = feed_schedule(runner, audios, schedule)
+    assert caches[24] is not caches[-1]  # the batched cache of the first phase was replaced
+    for audio, got in zip(audios, frames):
+        assert (got - runner.offline(audio).frames).abs().max() < TOL
+
+
 def test_unlimited_left_context_slides_past_its_cache_without_crashing(models):
     """Left context -1 streams longer than its cache (here 12 frames, NeMo's pos_emb_max_len in real use):
     no crash, bounded cache, and the output is that of the same weights with a 12-frame left context."""

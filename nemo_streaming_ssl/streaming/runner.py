@@ -41,7 +41,7 @@ from .encoder_step import encoder_step
 from .features import StreamingLogMel
 from .latency import LatencyReport, algorithmic_latency
 from .layer import use_lean_streaming_layers
-from .state import EncoderStreamState, KeyValueWindow, StepRecord, StreamingState, StreamState
+from .state import EncoderStreamState, GroupCache, KeyValueWindow, StepRecord, StreamingState, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,6 @@ class StreamingEncoderRunner:
         _, conv_cache, _ = self.encoder.get_initial_cache_state(batch_size=1, device=self.device)
         self._conv_cache_shape = conv_cache[:, 0].shape  # (L, D, K-1)
         self._warned_sliding = False
-        self._scratch: torch.Tensor | None = None  # see _batch_buffer
 
     @classmethod
     def from_nemo(cls, path: str | Path, **kwargs) -> StreamingEncoderRunner:
@@ -324,10 +323,7 @@ class StreamingEncoderRunner:
         if len(encs) == 1:
             att_cache = encs[0].att_cache.view().unsqueeze(1)
         else:
-            att_cache = self._batch_buffer((self.num_layers, len(encs), *self._att_cache_shape(cache_frames)))
-            for i, (e, c) in enumerate(zip(encs, valid)):
-                att_cache[:, i, :, : cache_frames - c].zero_()
-                att_cache[:, i, :, cache_frames - c :] = e.att_cache.view()
+            att_cache = self._group_cache(state, members, step_frames).window.view()
         conv_cache = torch.stack([e.conv_cache for e in encs], dim=1)
         prepare_position_tables(self.encoder, self.attention, cache_frames + step_frames)
 
@@ -365,6 +361,9 @@ class StreamingEncoderRunner:
             stream = state.streams[b]
             if stream.ended and e.pending_mels.shape[1] == 0:
                 stream.done = True
+        if len(encs) > 1 and len(set(frames)) == 1:  # keep the batched copy in step (else rebuilt when next used)
+            state.group_cache.window.append(att_next[:, :, :, : frames[0]])
+            state.group_cache.appended = [e.att_cache.appended for e in encs]
         seconds = time.perf_counter() - start
         state.last_steps.append(StepRecord(streams=list(members), frames=frames, seconds=seconds))
         state.num_steps += 1
@@ -376,17 +375,31 @@ class StreamingEncoderRunner:
         heads = self.attention[0].h
         return heads, frames, 2 * self.attention[0].d_k
 
-    def _batch_buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """Scratch memory for a step's batched attention cache, reused across steps.
-
-        Only valid during one step (nothing returned by the encoder points into it). A fresh tensor of
-        this size (up to L x B x left context x 2D floats) every 80 ms would cost more in page faults
-        than the step's compute.
-        """
-        size = math.prod(shape)
-        if self._scratch is None or self._scratch.numel() < size:
-            self._scratch = torch.empty(size, device=self.device)
-        return self._scratch[:size].view(shape)
+    def _group_cache(self, state: StreamingState, members: list[int], step_frames: int) -> GroupCache:
+        """The batched attention caches of ``members``: the latest step's if these streams made it and
+        nothing changed since, else rebuilt from each stream's own window (see GroupCache)."""
+        encs = [state.streams[b].encoder for b in members]
+        appended = [e.att_cache.appended for e in encs]
+        group = state.group_cache
+        if group is not None and group.members == members and group.appended == appended:
+            return group
+        valid = [e.att_cache.frames for e in encs]
+        frames = max(valid)
+        heads, _, width = self._att_cache_shape(0)
+        capacity = frames + KeyValueWindow.room(self.att_cache_frames, step_frames)
+        shape = (self.num_layers, len(encs), heads, capacity, width)
+        # Reuse the stale copy's memory: a fresh tensor of this size (up to L x B x left context x 2D
+        # floats) at every step of irregularly fed streams costs more in page faults than the step.
+        old = None if group is None else group.window.buffer
+        if old is not None and old.is_contiguous() and old.numel() >= math.prod(shape):
+            buffer = old.view(-1)[: math.prod(shape)].view(shape)
+        else:
+            buffer = torch.empty(shape, device=self.device)
+        for i, (e, c) in enumerate(zip(encs, valid)):
+            buffer[:, i, :, : frames - c].zero_()
+            buffer[:, i, :, frames - c : frames] = e.att_cache.view()
+        state.group_cache = GroupCache(list(members), KeyValueWindow(buffer, self.att_cache_frames, frames), appended)
+        return state.group_cache
 
     def _warn_sliding(self) -> None:
         if not self._warned_sliding:
