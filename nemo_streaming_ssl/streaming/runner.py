@@ -323,7 +323,7 @@ class StreamingEncoderRunner:
         if len(encs) == 1:
             att_cache = encs[0].att_cache.view().unsqueeze(1)
         else:
-            att_cache = self._group_cache(state, members, step_frames).window.view()
+            att_cache = self._group_cache(state, members, encs, valid, step_frames).window.view()
         conv_cache = torch.stack([e.conv_cache for e in encs], dim=1)
         prepare_position_tables(self.encoder, self.attention, cache_frames + step_frames)
 
@@ -375,15 +375,16 @@ class StreamingEncoderRunner:
         heads = self.attention[0].h
         return heads, frames, 2 * self.attention[0].d_k
 
-    def _group_cache(self, state: StreamingState, members: list[int], step_frames: int) -> GroupCache:
-        """The batched attention caches of ``members``: the latest step's if these streams made it and
-        nothing changed since, else rebuilt from each stream's own window (see GroupCache)."""
-        encs = [state.streams[b].encoder for b in members]
+    def _group_cache(
+        self, state: StreamingState, members: list[int], encs: list[EncoderStreamState], valid: list[int], step_frames: int
+    ) -> GroupCache:
+        """The batched attention caches of ``members`` (encoder states ``encs``, ``valid`` cached frames each):
+        the latest step's if these streams made it and nothing changed since, else rebuilt from each
+        stream's own window (see GroupCache)."""
         appended = [e.att_cache.appended for e in encs]
         group = state.group_cache
         if group is not None and group.members == members and group.appended == appended:
             return group
-        valid = [e.att_cache.frames for e in encs]
         frames = max(valid)
         heads, _, width = self._att_cache_shape(0)
         capacity = frames + KeyValueWindow.room(self.att_cache_frames, step_frames)
