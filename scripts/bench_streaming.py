@@ -3,11 +3,12 @@
 For each mode (causal, lookahead, left_context) on a randomly initialised model of realistic size
 (compute does not depend on training):
 
-1. the same audio (default 60 s) once through the offline forward (preprocessor + encoder) and
-   once streamed in real-time pieces of one chunk, for several chunk sizes: total streaming compute
-   / offline compute (goal <= 1.5), compute per chunk, real-time factor, algorithmic latency, and the
+1. the same audio (default 60 s) through the offline forward (preprocessor + encoder) and streamed
+   in real-time pieces of one chunk, for several chunk sizes: total streaming compute / offline
+   compute (goal <= 1.5), compute per chunk, real-time factor, algorithmic latency, and the
    max |streamed - offline| as a check; with ``--streams N`` also N concurrent streams in batched
-   steps (compute per stream / one offline forward);
+   steps (compute per stream / one offline forward). Per chunk size, ``--repeats`` rounds time each
+   kind of run next to the others, and the fastest run of each kind counts;
 2. a long stream (default 5 min): median compute per chunk early (after the left context has filled)
    vs late (the last 10 %) (goal late/early <= 1.2 with limited left context).
 
@@ -59,7 +60,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (same for offline and streaming)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3, help="offline forward runs (the fastest counts)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="timed rounds per chunk size, each an offline forward and the streaming runs next to it "
+        "(order alternating); the fastest run of each kind counts",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench_out"))
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -76,17 +83,13 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_offline(runner: StreamingEncoderRunner, audio: torch.Tensor, repeats: int, device: str):
-    """Fastest of ``repeats`` offline forwards after one untimed run (other load on the machine only slows)."""
+def time_offline(runner: StreamingEncoderRunner, audio: torch.Tensor, device: str):
+    """Seconds of one offline forward, and its frames."""
+    synchronize(device)
+    start = time.perf_counter()
     output = runner.offline(audio)
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        output = runner.offline(audio)
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times), output.frames
+    synchronize(device)
+    return time.perf_counter() - start, output.frames
 
 
 def time_stream(runner: StreamingEncoderRunner, audio: torch.Tensor, device: str, streams: int = 1):
@@ -111,6 +114,30 @@ def time_stream(runner: StreamingEncoderRunner, audio: torch.Tensor, device: str
     return times, torch.cat(frames)
 
 
+def timed_rounds(runner: StreamingEncoderRunner, audio: torch.Tensor, args: argparse.Namespace):
+    """``args.repeats`` rounds of an offline forward, one stream and ``args.streams`` batched streams, timed
+    next to each other (the order alternates, so a drifting machine load hits each kind alike); the fastest
+    run of each kind counts (load on the machine only slows a run down).
+
+    Returns offline seconds and frames, per-piece times and frames of the one stream, per-piece times of
+    the batched streams (None with ``--streams 1``).
+    """
+    kinds = {
+        "offline": lambda: time_offline(runner, audio, args.device),
+        "stream": lambda: time_stream(runner, audio, args.device),
+    }
+    if args.streams > 1:
+        kinds["batched"] = lambda: time_stream(runner, audio, args.device, streams=args.streams)
+    runs = {kind: [] for kind in kinds}
+    for repeat in range(args.repeats):
+        for kind in list(kinds)[:: 1 if repeat % 2 == 0 else -1]:
+            runs[kind].append(kinds[kind]())
+    offline_s, offline_frames = min(runs["offline"], key=lambda run: run[0])
+    times, frames = min(runs["stream"], key=lambda run: sum(run[0]))
+    batch_times = min((run[0] for run in runs.get("batched", [])), key=sum, default=None)
+    return offline_s, offline_frames, times, frames, batch_times
+
+
 def bench_mode(mode: str, args: argparse.Namespace) -> dict:
     model = untrained_model([f"preset={args.preset}", f"mode={mode}", *args.override]).to(args.device)
     attention_chunk = model.encoder.att_context_size[1] + 1
@@ -125,23 +152,22 @@ def bench_mode(mode: str, args: argparse.Namespace) -> dict:
     }
     warm = StreamingEncoderRunner(model, chunk_frames=attention_chunk)
     time_stream(warm, audio[: 2 * SAMPLE_RATE], args.device)  # first-call overheads out of the way
-    offline_s, offline_frames = time_offline(warm, audio, args.repeats, args.device)
-    row["offline_seconds"] = offline_s
+    warm.offline(audio)
     frame_ms = warm.frame_ms
     for chunk_ms in args.chunk_ms:
         frames_per_chunk = chunk_ms / frame_ms
         if frames_per_chunk != int(frames_per_chunk) or int(frames_per_chunk) % attention_chunk:
             continue
         runner = StreamingEncoderRunner(model, chunk_frames=int(frames_per_chunk))
-        times, frames = time_stream(runner, audio, args.device)
+        offline_s, offline_frames, times, frames, batch_times = timed_rounds(runner, audio, args)
         total = sum(times)
         batched = {}
         if args.streams > 1:
-            batch_times, _ = time_stream(runner, audio, args.device, streams=args.streams)
             batched = {"batched_stream_over_offline": sum(batch_times) / args.streams / offline_s}
         row["chunks"].append(
             {
                 "chunk_frames": runner.chunk_frames,
+                "offline_seconds": offline_s,
                 **runner.latency.as_dict(),
                 "stream_seconds": total,
                 "stream_over_offline": total / offline_s,
@@ -252,7 +278,7 @@ def main(argv=None) -> None:
             per_stream = f"  {c['batched_stream_over_offline']:12.2f}" if args.streams > 1 else ""
             print(
                 f"{row['mode']:13s} {str(row['att_context_size']):12s} {c['chunk_ms']:8.0f}  {c['algorithmic_latency_ms']:10.1f}"
-                f"  {row['offline_seconds']:9.2f}  {c['stream_seconds']:8.2f}  {c['stream_over_offline']:14.2f}"
+                f"  {c['offline_seconds']:9.2f}  {c['stream_seconds']:8.2f}  {c['stream_over_offline']:14.2f}"
                 f"{per_stream}  {c['real_time_factor']:.3f}  {c['median_chunk_ms']:8.2f}  {c['max_abs_diff']:.1e}"
             )
     if args.streams > 1:
