@@ -3,8 +3,10 @@
 
     python scripts/bench_upstream.py                       # full run: 12 x 1024, 30 s audio, 10-minute stream
     python scripts/bench_upstream.py --seconds 10 --long-minutes 0.5   # quick look
+    python scripts/bench_upstream.py --batch 8 --seconds 10 --long-minutes 0  # a batch, as s3prl extracts
 
-Random weights, float32, batch 1. For each chunk size (default 80/200/400/600/800/1000 ms and 10 s
+Random weights, float32, batch 1 (``--batch N``: N utterances streamed together, as the s3prl upstream
+streams a batch). For each chunk size (default 80/200/400/600/800/1000 ms and 10 s
 "offline") it streams the same audio and reports: total time / one-shot time (the ratio), real-time
 factor, compute per chunk, the worst-case true latency (chunk buffering + waiting for the block's last
 frame + compute), and the streamed output's difference from the one-shot output. Each streaming run is
@@ -158,6 +160,8 @@ def main() -> None:
     parser.add_argument("--num-layers", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=1, help="timed pairs per chunk size; the fastest counts")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="utterances per run, streamed together (ratios and RTF; the long stream stays one)")
     parser.add_argument("--out-dir", default="bench_out/upstream")
     args = parser.parse_args()
 
@@ -166,10 +170,11 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = StreamingWavLMConfig(num_layers=args.num_layers)
     model = StreamingWavLM(cfg).eval()
-    wav = 0.1 * torch.randn(1, int(args.seconds * SAMPLE_RATE))
+    wav = 0.1 * torch.randn(args.batch, int(args.seconds * SAMPLE_RATE))
+    audio_s = args.batch * args.seconds  # real-time factors are per second of audio
     chunks_ms = [int(c) for c in args.chunks_ms.split(",")]
     title = (f"streaming WavLM {cfg.num_layers} x {cfg.dim}, window {cfg.window_size}, lookahead "
-             f"{cfg.lookahead_size}; {args.seconds:g} s audio; float32 CPU, {torch.get_num_threads()} threads")
+             f"{cfg.lookahead_size}; {args.batch} x {args.seconds:g} s audio; float32 CPU, {torch.get_num_threads()} threads")
     print(title)
 
     with torch.inference_mode():
@@ -191,7 +196,7 @@ def main() -> None:
             rows.append({
                 "chunk_ms": chunk_ms, "label": "offline" if chunk_ms >= 10_000 else f"{chunk_ms} ms",
                 "total_s": sum(times), "one_shot_s": one_shot_s, "num_chunks": len(times),
-                "ratio_vs_one_shot": sum(times) / one_shot_s, "rtf": sum(times) / args.seconds,
+                "ratio_vs_one_shot": sum(times) / one_shot_s, "rtf": sum(times) / audio_s,
                 "compute_ms_per_chunk_mean": 1e3 * statistics.mean(times),
                 "compute_ms_per_chunk_p95": 1e3 * sorted(times)[int(0.95 * (len(times) - 1))],
                 "worst_latency_ms_without_compute": worst_case_latency_ms(chunk_ms * SAMPLES_PER_MS, cfg),
@@ -205,9 +210,9 @@ def main() -> None:
     one_shot_runs = [r["one_shot_s"] for r in rows]
     one_shot_s = statistics.median(one_shot_runs)
     results = {"title": title, "one_shot": {"seconds": one_shot_s, "runs_s": one_shot_runs,
-                                            "rtf": one_shot_s / args.seconds},
+                                            "rtf": one_shot_s / audio_s},
                "chunks": rows, "long_stream": long}
-    print(f"\none-shot causal forward: median {one_shot_s:.2f} s (RTF {one_shot_s / args.seconds:.3f}); runs "
+    print(f"\none-shot causal forward: median {one_shot_s:.2f} s (RTF {one_shot_s / audio_s:.3f}); runs "
           + " ".join(f"{t:.1f}" for t in one_shot_runs))
     print(f"{'chunk':>8} {'stream s':>9} {'1-shot s':>9} {'ratio':>6} {'RTF':>6} {'ms/chunk':>9} {'p95':>7} "
           f"{'latency ms':>11} {'rel err':>8} {'max abs':>8}")
