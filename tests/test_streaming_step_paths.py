@@ -117,3 +117,25 @@ def test_access_enabled_uses_nemo_path():
         layer.set_access_enabled(access_enabled=False, guid=getattr(layer, "model_guid", None))
         layer.reset_registry()
     assert len(saved) == 1 and torch.equal(saved[0], out)
+
+
+def test_input_major_linear_weights_keep_the_model():
+    """The runner stores every Linear weight input-major: same parameters, values and state dict, and the
+    same offline forward; only the strides change (what makes few-row products cheaper on CPU)."""
+    from nemo_streaming_ssl.streaming import StreamingEncoderRunner
+
+    torch.manual_seed(0)
+    model = untrained_model(MODES["causal"])
+    parameters = dict(model.named_parameters())
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    features = torch.randn(1, model.encoder._feat_in, 48)
+    with torch.no_grad():
+        before, _ = model.encoder(audio_signal=features, length=torch.tensor([48]))
+        runner = StreamingEncoderRunner(model)
+        after, _ = model.encoder(audio_signal=features, length=torch.tensor([48]))
+    linears = [m for m in runner.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.stride() == (1, m.out_features) for m in linears)
+    assert dict(runner.model.named_parameters()) == parameters  # the same Parameter objects
+    assert state.keys() == model.state_dict().keys()
+    assert all(torch.equal(state[key], value) for key, value in model.state_dict().items())
+    assert (after - before).abs().max() < 1e-5

@@ -42,6 +42,7 @@ from .features import StreamingLogMel
 from .latency import LatencyReport, algorithmic_latency
 from .layer import use_lean_streaming_layers
 from .state import EncoderStreamState, GroupCache, KeyValueWindow, StepRecord, StreamingState, StreamState
+from .weight_layout import use_input_major_linear_weights
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class StreamingEncoderRunner:
         self.attention = use_key_value_cache(self.encoder)
         use_channels_last_convolution(self.encoder)
         use_lean_streaming_layers(self.encoder)
+        use_input_major_linear_weights(model)
         _, conv_cache, _ = self.encoder.get_initial_cache_state(batch_size=1, device=self.device)
         self._conv_cache_shape = conv_cache[:, 0].shape  # (L, D, K-1)
         self._warned_sliding = False
