@@ -8,7 +8,8 @@ For each mode (causal, lookahead, left_context) on a randomly initialised model 
    compute (goal <= 1.5), compute per chunk, real-time factor, algorithmic latency, and the
    max |streamed - offline| as a check; with ``--streams N`` also N concurrent streams in batched
    steps (compute per stream / one offline forward). Per chunk size, ``--repeats`` rounds time each
-   kind of run next to the others, and the fastest run of each kind counts;
+   kind of run next to the others; the fastest streaming runs count, against the fastest offline
+   forward of all the mode's rounds;
 2. a long stream (default 5 min): median compute per chunk early (after the left context has filled)
    vs late (the last 10 %) (goal late/early <= 1.2 with limited left context).
 
@@ -116,11 +117,10 @@ def time_stream(runner: StreamingEncoderRunner, audio: torch.Tensor, device: str
 
 def timed_rounds(runner: StreamingEncoderRunner, audio: torch.Tensor, args: argparse.Namespace):
     """``args.repeats`` rounds of an offline forward, one stream and ``args.streams`` batched streams, timed
-    next to each other (the order alternates, so a drifting machine load hits each kind alike); the fastest
-    run of each kind counts (load on the machine only slows a run down).
+    next to each other (the order alternates, so a drifting machine load hits each kind alike).
 
-    Returns offline seconds and frames, per-piece times and frames of the one stream, per-piece times of
-    the batched streams (None with ``--streams 1``).
+    Returns the offline runs' seconds and the offline frames, then per-piece times and frames of the
+    fastest single-stream run and per-piece times of the fastest batched run (None with ``--streams 1``).
     """
     kinds = {
         "offline": lambda: time_offline(runner, audio, args.device),
@@ -132,10 +132,9 @@ def timed_rounds(runner: StreamingEncoderRunner, audio: torch.Tensor, args: argp
     for repeat in range(args.repeats):
         for kind in list(kinds)[:: 1 if repeat % 2 == 0 else -1]:
             runs[kind].append(kinds[kind]())
-    offline_s, offline_frames = min(runs["offline"], key=lambda run: run[0])
     times, frames = min(runs["stream"], key=lambda run: sum(run[0]))
     batch_times = min((run[0] for run in runs.get("batched", [])), key=sum, default=None)
-    return offline_s, offline_frames, times, frames, batch_times
+    return [run[0] for run in runs["offline"]], runs["offline"][0][1], times, frames, batch_times
 
 
 def bench_mode(mode: str, args: argparse.Namespace) -> dict:
@@ -148,6 +147,7 @@ def bench_mode(mode: str, args: argparse.Namespace) -> dict:
         "att_context_size": list(model.encoder.att_context_size),
         "encoder_params": params,
         "audio_seconds": args.seconds,
+        "offline_runs_seconds": [],
         "chunks": [],
     }
     warm = StreamingEncoderRunner(model, chunk_frames=attention_chunk)
@@ -159,30 +159,32 @@ def bench_mode(mode: str, args: argparse.Namespace) -> dict:
         if frames_per_chunk != int(frames_per_chunk) or int(frames_per_chunk) % attention_chunk:
             continue
         runner = StreamingEncoderRunner(model, chunk_frames=int(frames_per_chunk))
-        offline_s, offline_frames, times, frames, batch_times = timed_rounds(runner, audio, args)
-        total = sum(times)
-        batched = {}
-        if args.streams > 1:
-            batched = {"batched_stream_over_offline": sum(batch_times) / args.streams / offline_s}
+        offline_runs, offline_frames, times, frames, batch_times = timed_rounds(runner, audio, args)
+        row["offline_runs_seconds"] += offline_runs
         row["chunks"].append(
             {
                 "chunk_frames": runner.chunk_frames,
-                "offline_seconds": offline_s,
                 **runner.latency.as_dict(),
-                "stream_seconds": total,
-                "stream_over_offline": total / offline_s,
-                "real_time_factor": total / args.seconds,
+                "stream_seconds": sum(times),
+                "real_time_factor": sum(times) / args.seconds,
                 "median_chunk_ms": 1000 * statistics.median(times[:-1]),
                 "max_abs_diff": float((frames - offline_frames).abs().max()),
-                **batched,
+                **({"batched_stream_seconds": sum(batch_times) / args.streams} if batch_times is not None else {}),
             }
         )
         print(
             f"  {mode:13s} chunk {row['chunks'][-1]['chunk_ms']:6.0f} ms: latency "
-            f"{row['chunks'][-1]['algorithmic_latency_ms']:6.1f} ms, stream/offline "
-            f"{total / offline_s:5.2f}, {row['chunks'][-1]['median_chunk_ms']:6.2f} ms per chunk",
+            f"{row['chunks'][-1]['algorithmic_latency_ms']:6.1f} ms, streaming {sum(times):6.2f} s "
+            f"(offline {min(offline_runs):5.2f} s), {row['chunks'][-1]['median_chunk_ms']:6.2f} ms per chunk",
             flush=True,
         )
+    # The offline forward is the same work for every chunk size: its fastest run of all rounds is the
+    # reference (a run is only ever slowed down by other load, and two slow runs in a row happen here).
+    row["offline_seconds"] = min(row["offline_runs_seconds"])
+    for chunk in row["chunks"]:
+        chunk["stream_over_offline"] = chunk["stream_seconds"] / row["offline_seconds"]
+        if "batched_stream_seconds" in chunk:
+            chunk["batched_stream_over_offline"] = chunk["batched_stream_seconds"] / row["offline_seconds"]
     if args.long_seconds > 0:
         row["long_stream"] = bench_long_stream(model, attention_chunk, args)
     return row
@@ -278,7 +280,7 @@ def main(argv=None) -> None:
             per_stream = f"  {c['batched_stream_over_offline']:12.2f}" if args.streams > 1 else ""
             print(
                 f"{row['mode']:13s} {str(row['att_context_size']):12s} {c['chunk_ms']:8.0f}  {c['algorithmic_latency_ms']:10.1f}"
-                f"  {c['offline_seconds']:9.2f}  {c['stream_seconds']:8.2f}  {c['stream_over_offline']:14.2f}"
+                f"  {row['offline_seconds']:9.2f}  {c['stream_seconds']:8.2f}  {c['stream_over_offline']:14.2f}"
                 f"{per_stream}  {c['real_time_factor']:.3f}  {c['median_chunk_ms']:8.2f}  {c['max_abs_diff']:.1e}"
             )
     if args.streams > 1:
