@@ -66,7 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=2,
         help="timed rounds per chunk size, each an offline forward and the streaming runs next to it "
-        "(order alternating); the fastest run of each kind counts",
+        "(order alternating); the fastest streaming runs count, against the mode's fastest offline run",
     )
     parser.add_argument("--out", type=Path, default=Path("bench_out"))
     parser.add_argument("--seed", type=int, default=0)

@@ -174,7 +174,8 @@ def main() -> None:
     audio_s = args.batch * args.seconds  # real-time factors are per second of audio
     chunks_ms = [int(c) for c in args.chunks_ms.split(",")]
     title = (f"streaming WavLM {cfg.num_layers} x {cfg.dim}, window {cfg.window_size}, lookahead "
-             f"{cfg.lookahead_size}; {args.batch} x {args.seconds:g} s audio; float32 CPU, {torch.get_num_threads()} threads")
+             f"{cfg.lookahead_size}; {args.batch} x {args.seconds:g} s audio; float32 CPU, "
+             f"{torch.get_num_threads()} threads")
     print(title)
 
     with torch.inference_mode():

@@ -3,10 +3,11 @@
 ``F.linear(x, W)`` multiplies x (rows, in) by W^T, W being (out, in). On CPU that is MKL's GEMM with a
 transposed right-hand matrix, which it repacks at every call; with the 1-20 rows of a streaming step the
 repacking is a large share of the product: 128 products of 5 rows of the small preset take 8.4 ms with
-W row-major and 5.8 ms with W input-major (W^T then a plain row-major matrix): ~9% of a whole step of
-400-800 ms chunks (~2% at 80 ms, where one-row products take another path). Storing W input-major keeps the parameter itself (same shape, values and state-dict entry, no
-copy): only its strides change, from (in, 1) to (1, out). Products of many rows (the offline forward) cost
-the same either way, and give the same numbers up to float rounding.
+W row-major and 5.8 ms with W input-major (W^T then a plain row-major matrix), ~9% of a whole step of
+400-800 ms chunks (~2% at 80 ms, where one-row products take another path). Storing W input-major keeps
+the parameter itself (same shape, values and state-dict entry, no copy): only its strides change, from
+(in, 1) to (1, out). Products of many rows (the offline forward) cost the same either way and give the
+same numbers up to float rounding.
 """
 
 from __future__ import annotations
