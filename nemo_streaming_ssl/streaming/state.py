@@ -1,7 +1,8 @@
 """The explicit streaming state: everything the runner carries between pieces, per stream.
 
 Nothing is hidden in the model: the encoder's caches live here, per stream, and are gathered into
-a batch for each step (kept batched while the same streams keep stepping together). Shapes use L = encoder layers, D = d_model, F = mel bins, K = conv kernel.
+a batch for each step (kept batched while the same streams keep stepping together). Shapes use
+L = encoder layers, D = d_model, F = mel bins, K = conv kernel.
 """
 
 from __future__ import annotations
