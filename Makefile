@@ -11,7 +11,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory sysdeps
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || { $(PYTHON) scripts/check_install_space.py --venv $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -c constraints.txt -e ".[test]"
 	$(VENV)/bin/streaming-ssl-s3prl install-hook   # editable installs do not ship the s3prl hub hook (.pth)
 	touch $@

@@ -18,6 +18,7 @@ from s3prl_upstream.distillation.student import StudentInitError
 from s3prl_upstream.distillation.teacher import StreamingWavLMTeacher, TeacherError, load_teacher
 from s3prl_upstream.wavlm import load_streaming_wavlm
 from tests.distillation_support import LARGE_STYLE, teachers, write_s3prl_wavlm  # noqa: F401 (fixture)
+from tests.script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "wavlm_distillation" / "distill_streaming_wavlm.py"
@@ -216,16 +217,6 @@ def test_base_teacher_trains_a_randomly_initialised_student_when_asked(teachers,
     assert module.student.config.dim == 32 and module.student.config.num_layers == 3
     out = module.distill(next(iter(data.train_dataloader())))
     assert torch.isfinite(out["layer_mse"]) and out["layer_mses"].shape == (3,)
-
-
-def load_script(path: Path):
-    """Import a file under scripts/ (the installed nemo_toolkit owns the top-level name ``scripts``)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_fidelity_report_per_chunk_size(trained, speech_corpus, tmp_path, capsys):

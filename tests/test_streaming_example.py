@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 
 from nemo_streaming_ssl.data.manifest import read_manifest
 from nemo_streaming_ssl.streaming.untrained import untrained_model
+from tests.script_loader import load_script
 from tests.streaming_helpers import MODES
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples/asr/speech_pretraining/streaming_inference_example.py"
@@ -20,12 +19,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "examples/asr/speech_pretraining/
 
 @pytest.fixture(scope="module")
 def example():
-    # loaded by path: NeMo's wheel installs a top-level package named `examples`
-    spec = importlib.util.spec_from_file_location("streaming_inference_example", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from nemo_streaming_ssl.data.manifest import read_manifest
 from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
 
+from .script_loader import load_script
 from .wavlm_helpers import relative_error, stream_all, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,9 +181,7 @@ def test_positional_conv_matmul_path_equals_conv1d(model):
 def test_benchmark_latency_formula_matches_real_emission(model, wav, chunk_ms):
     """The latency the benchmark and docs quote is what stream() really does: for every sample, the wait
     from its arrival to the end of the call that emits the first frame seeing it (frame ceil(n / 320))."""
-    spec = importlib.util.spec_from_file_location("bench_upstream", REPO / "scripts" / "bench_upstream.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(REPO / "scripts" / "bench_upstream.py")
     chunk = chunk_ms * 16
     state, emitted_after = model.init_state(2), []
     for start in range(0, 32000, chunk):
