@@ -9,7 +9,9 @@ from nemo.collections.asr.parts.submodules.conformer_modules import ConformerLay
 from nemo.collections.common.parts.adapter_modules import LinearAdapterConfig
 from omegaconf import OmegaConf
 
-from nemo_streaming_ssl.streaming.attention import prepare_position_tables
+from nemo_streaming_ssl.streaming import StreamingEncoderRunner
+from nemo_streaming_ssl.streaming.attention import prepare_position_tables, use_key_value_cache
+from nemo_streaming_ssl.streaming.convolution import use_channels_last_convolution
 from nemo_streaming_ssl.streaming.layer import LeanStreamingConformerLayer, use_lean_streaming_layers
 from nemo_streaming_ssl.streaming.state import KeyValueWindow
 from nemo_streaming_ssl.streaming.untrained import untrained_model
@@ -33,16 +35,22 @@ def test_key_value_window_equals_concatenation(keep_frames):
 
 
 def cached_encoder(mode: str):
-    """A tiny streaming encoder with the runner's attention and convolution swaps, and step inputs."""
-    from nemo_streaming_ssl.streaming.attention import use_key_value_cache
-    from nemo_streaming_ssl.streaming.convolution import use_channels_last_convolution
-
+    """A tiny streaming encoder with the runner's attention and convolution swaps."""
     torch.manual_seed(0)
     encoder = untrained_model(MODES[mode]).encoder
     attention = use_key_value_cache(encoder)
     use_channels_last_convolution(encoder)
     prepare_position_tables(encoder, attention, 64)
     return encoder
+
+
+def random_caches(encoder, batch: int, cached: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer step's attention cache (B, heads, cached, 2 d_head) and convolution cache (B, D, K-1)."""
+    layer = encoder.layers[0]
+    return (
+        torch.randn(batch, layer.self_attn.h, cached, 2 * layer.self_attn.d_k),
+        torch.randn(batch, encoder.d_model, layer.conv.depthwise_conv.kernel_size[0] - 1),
+    )
 
 
 @pytest.mark.parametrize("mode,frames", [("causal", 1), ("left_context_lookahead", 4)])
@@ -52,16 +60,14 @@ def test_lean_layer_equals_nemo_layer(mode, frames):
     use_lean_streaming_layers(encoder)
     layer = encoder.layers[0]
     assert type(layer) is LeanStreamingConformerLayer
-    d_model, heads = encoder.d_model, layer.self_attn.h
     cached = 6
-    x = torch.randn(2, frames, d_model)
+    x = torch.randn(2, frames, encoder.d_model)
     _, pos_emb = encoder.pos_enc(x=x, cache_len=cached)
     att_mask = torch.zeros(2, frames, cached + frames, dtype=torch.bool)
     att_mask[1, :, :2] = True  # the second stream has only 4 cached frames
     pad_mask = torch.zeros(2, frames, dtype=torch.bool)
     pad_mask[1, -1] = True
-    att_cache = torch.randn(2, heads, cached, 2 * layer.self_attn.d_k)
-    conv_cache = torch.randn(2, *layer.conv.depthwise_conv.weight.shape[:1], layer.conv.depthwise_conv.kernel_size[0] - 1)
+    att_cache, conv_cache = random_caches(encoder, 2, cached)
     inputs = dict(x=x, att_mask=att_mask, pos_emb=pos_emb, pad_mask=pad_mask, cache_last_channel=att_cache,
                   cache_last_time=conv_cache)
     with torch.no_grad():
@@ -91,8 +97,7 @@ def test_training_mode_uses_nemo_path():
     layer.train()
     x = torch.randn(1, 3, encoder.d_model)
     _, pos_emb = encoder.pos_enc(x=x, cache_len=2)
-    att_cache = torch.randn(1, layer.self_attn.h, 2, 2 * layer.self_attn.d_k)
-    conv_cache = torch.zeros(1, encoder.d_model, layer.conv.depthwise_conv.kernel_size[0] - 1)
+    att_cache, conv_cache = random_caches(encoder, 1, 2)
     with torch.no_grad():
         first, second = (layer(x, None, pos_emb, None, att_cache, conv_cache)[0] for _ in range(2))
     assert not torch.allclose(first, second)
@@ -105,8 +110,7 @@ def test_access_enabled_uses_nemo_path():
     layer = encoder.layers[0]
     x = torch.randn(1, 2, encoder.d_model)
     _, pos_emb = encoder.pos_enc(x=x, cache_len=2)
-    att_cache = torch.randn(1, layer.self_attn.h, 2, 2 * layer.self_attn.d_k)
-    conv_cache = torch.zeros(1, encoder.d_model, layer.conv.depthwise_conv.kernel_size[0] - 1)
+    att_cache, conv_cache = random_caches(encoder, 1, 2)
     layer.update_access_cfg({"save_encoder_tensors": True}, guid=getattr(layer, "model_guid", None))
     layer.set_access_enabled(access_enabled=True, guid=getattr(layer, "model_guid", None))
     try:
@@ -122,8 +126,6 @@ def test_access_enabled_uses_nemo_path():
 def test_input_major_linear_weights_keep_the_model():
     """The runner stores every Linear weight input-major: same parameters, values and state dict, and the
     same offline forward; only the strides change (what makes few-row products cheaper on CPU)."""
-    from nemo_streaming_ssl.streaming import StreamingEncoderRunner
-
     torch.manual_seed(0)
     model = untrained_model(MODES["causal"])
     parameters = dict(model.named_parameters())
