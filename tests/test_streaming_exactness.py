@@ -160,10 +160,10 @@ def test_unlimited_left_context_slides_past_its_cache_without_crashing(models):
     audio = noise_audio(3.0)
     frames, _, _ = stream(runner, audio, 1280)  # one 80 ms chunk per piece: each step sees exactly the cache
     try:
-        model.encoder.set_default_att_context_size([12, 0])
+        runner.encoder.set_default_att_context_size([12, 0])
         windowed = runner.offline(audio).frames
     finally:
-        model.encoder.set_default_att_context_size([-1, 0])
+        runner.encoder.set_default_att_context_size([-1, 0])
     unlimited = runner.offline(audio).frames
     assert frames.shape == windowed.shape
     assert (frames - windowed).abs().max() < TOL
@@ -193,3 +193,39 @@ def test_multi_latency_model_streams_each_trained_pair(utterances):
         frames, _, _ = stream(runner, audio, 592)
         expected = runner.offline(audio).frames
         assert frames.shape == expected.shape and (frames - expected).abs().max() < TOL
+
+
+def test_runners_leave_the_callers_model_alone(utterances):
+    """Two runners of different attention contexts on one model: each streams and runs offline() with its own
+    context, and the caller's model keeps its classes, weight layout, default context and forward."""
+    torch.manual_seed(0)
+    model = untrained_model(["preset=tiny", "mode=causal", "model.encoder.att_context_size=[[10,0],[10,4]]"])
+    model.train()
+    audio = utterances[1]
+    features, length = model.preprocessor(input_signal=audio[None], length=torch.tensor([audio.numel()]))
+    classes = {name: type(m) for name, m in model.named_modules()}
+    strides = {name: p.stride() for name, p in model.named_parameters()}
+    model.eval()
+    with torch.no_grad():
+        own_before, _ = model.encoder(audio_signal=features, length=length)
+    model.train()
+
+    runner_a = StreamingEncoderRunner(model, att_context_size=[10, 0])
+    offline_a = runner_a.offline(audio).frames
+    runner_b = StreamingEncoderRunner(model, att_context_size=[10, 4])
+    offline_b = runner_b.offline(audio).frames
+    assert (offline_a - offline_b).abs().max() > 1e-2  # the two contexts really differ
+
+    assert (runner_a.offline(audio).frames - offline_a).abs().max() == 0  # A keeps its own context
+    for runner, offline in ((runner_a, offline_a), (runner_b, offline_b)):
+        frames, _, _ = stream(runner, audio, 592)
+        assert frames.shape == offline.shape and (frames - offline).abs().max() < TOL
+
+    assert model.training  # not switched to eval behind the caller's back
+    assert list(model.encoder.att_context_size) == [10, 0]
+    assert {name: type(m) for name, m in model.named_modules()} == classes
+    assert {name: p.stride() for name, p in model.named_parameters()} == strides
+    model.eval()
+    with torch.no_grad():
+        own_after, _ = model.encoder(audio_signal=features, length=length)
+    assert torch.equal(own_after, own_before)

@@ -124,20 +124,25 @@ def test_access_enabled_uses_nemo_path():
 
 
 def test_input_major_linear_weights_keep_the_model():
-    """The runner stores every Linear weight input-major: same parameters, values and state dict, and the
-    same offline forward; only the strides change (what makes few-row products cheaper on CPU)."""
+    """The runner stores every Linear weight of its copy input-major (what makes few-row products cheaper on
+    CPU): same values, state-dict keys and offline forward as the caller's model, whose weights keep their
+    layout."""
     torch.manual_seed(0)
     model = untrained_model(MODES["causal"])
-    parameters = dict(model.named_parameters())
     state = {key: value.clone() for key, value in model.state_dict().items()}
     features = torch.randn(1, model.encoder._feat_in, 48)
     with torch.no_grad():
         before, _ = model.encoder(audio_signal=features, length=torch.tensor([48]))
         runner = StreamingEncoderRunner(model)
         after, _ = model.encoder(audio_signal=features, length=torch.tensor([48]))
-    linears = [m for m in runner.model.modules() if isinstance(m, torch.nn.Linear)]
+        copied, _ = runner.encoder(audio_signal=features, length=torch.tensor([48]))
+    linears = [m for m in runner.encoder.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(m.weight.stride() == (1, m.out_features) for m in linears)
-    assert all(p is parameters[name] for name, p in runner.model.named_parameters())  # the same Parameters
+    callers = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(m.weight.stride() == (m.in_features, 1) for m in callers)
+    runner_state = runner.encoder.state_dict()
+    assert runner_state.keys() == {k.removeprefix("encoder.") for k in state if k.startswith("encoder.")}
+    assert all(torch.equal(state[f"encoder.{key}"], value) for key, value in runner_state.items())
     assert state.keys() == model.state_dict().keys()
     assert all(torch.equal(state[key], value) for key, value in model.state_dict().items())
-    assert (after - before).abs().max() < 1e-5
+    assert torch.equal(after, before) and (copied - before).abs().max() < 1e-5

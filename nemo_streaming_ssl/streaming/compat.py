@@ -142,12 +142,15 @@ def check_encoder(encoder) -> list[str]:
     return problems
 
 
-def streaming_spec(model) -> StreamingSpec:
-    """Check that ``model`` (preprocessor + encoder) streams exactly; return its numbers or raise."""
+def streaming_spec(model, name: str | None = None) -> StreamingSpec:
+    """Check that ``model`` (preprocessor + encoder) streams exactly; return its numbers or raise.
+
+    name: what the error calls the model (default its class name). Sets the encoder's streaming params.
+    """
     problems = check_preprocessor(getattr(model, "preprocessor", None)) + check_encoder(getattr(model, "encoder", None))
     if problems:
         raise NotStreamableError(
-            f"{type(model).__name__} is not a streaming model:\n  - " + "\n  - ".join(problems) + "\n" + RETRAIN
+            f"{name or type(model).__name__} is not a streaming model:\n  - " + "\n  - ".join(problems) + "\n" + RETRAIN
         )
     encoder = model.encoder
     left, right = encoder.att_context_size

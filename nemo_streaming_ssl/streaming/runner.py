@@ -20,6 +20,7 @@ into one batch.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -31,6 +32,7 @@ from pathlib import Path
 import torch
 from nemo.core import ModelPT
 from nemo.core.classes.common import typecheck
+from torch import nn
 
 from ..receptive_field import ReceptiveField
 from .attention import prepare_position_tables, use_key_value_cache
@@ -74,6 +76,12 @@ class StreamingEncoderRunner:
         posteriors: also return the decoder's token log-probabilities per frame.
         max_chunks_per_step: when a piece completes several chunks at once, they run as one encoder
             step (same output, less overhead), up to this many.
+        device: where the runner's copy of the model runs (default: where ``model`` is).
+        copy_model: stream a copy of the model's preprocessor, encoder and decoder (default), so that the
+            streaming changes (module classes, weight layout, attention context, eval mode, device) never
+            reach ``model``: its forward and any other runner on it stay as they were. The copy is a
+            snapshot of the weights at construction and costs the model's memory once more. False: change
+            ``model`` itself, for a model nothing else uses (``from_nemo`` does this).
     """
 
     def __init__(
@@ -87,32 +95,33 @@ class StreamingEncoderRunner:
         posteriors: bool = False,
         max_chunks_per_step: int = 16,
         device: str | torch.device | None = None,
+        copy_model: bool = True,
     ):
-        if device is not None:
-            model = model.to(device)
-        self.model = model.eval()
-        self.encoder = model.encoder
+        self.model = model
+        self.preprocessor, self.encoder, self.decoder = _streamed_modules(model, copy_model, device)
         if att_context_size is not None:
             self._select_att_context(list(att_context_size))
-        self.spec: StreamingSpec = streaming_spec(model)
-        self.device = next(model.parameters()).device
-        self.features = StreamingLogMel(model.preprocessor.featurizer)
+        self.spec: StreamingSpec = streaming_spec(self, name=type(model).__name__)
+        self.device = next(self.encoder.parameters()).device
+        self.features = StreamingLogMel(self.preprocessor.featurizer)
         self.chunk_frames = self._resolve_chunk(chunk_frames, chunk_ms)
         self.att_cache_frames = self._resolve_att_cache(max_left_context_frames)
         self.posteriors = posteriors
         self.max_chunks_per_step = max(1, max_chunks_per_step)
         if posteriors:
-            if getattr(model, "decoder", None) is None:
+            if self.decoder is None:
                 raise NotStreamableError(f"{type(model).__name__} has no decoder: token posteriors are not available")
             with torch.inference_mode():  # (0, C[, H]): what a stream with no new frame gets
-                probe = model.decoder(encoder_output=torch.zeros(1, self.spec.d_model, 1, device=self.device))
+                probe = self.decoder(encoder_output=torch.zeros(1, self.spec.d_model, 1, device=self.device))
             self._no_log_probs = probe[0, :0]
         self.token_frame_offset = self._token_frame_offset()
         self.num_layers = len(self.encoder.layers)
         self.attention = use_key_value_cache(self.encoder)
         use_channels_last_convolution(self.encoder)
         use_lean_streaming_layers(self.encoder)
-        use_input_major_linear_weights(model)
+        for module in (self.encoder, self.decoder):
+            if module is not None:
+                use_input_major_linear_weights(module)
         _, conv_cache, _ = self.encoder.get_initial_cache_state(batch_size=1, device=self.device)
         self._conv_cache_shape = conv_cache[:, 0].shape  # (L, D, K-1)
         self._warned_sliding = False
@@ -124,7 +133,7 @@ class StreamingEncoderRunner:
         if not path.is_file():
             raise FileNotFoundError(f"model_path {path}: no such file (a .nemo written by model.save_to)")
         model = ModelPT.restore_from(str(path), map_location=kwargs.get("device") or "cpu")
-        return cls(model, **kwargs)
+        return cls(model, copy_model=False, **kwargs)  # nobody else holds this model
 
     # ---------------------------------------------------------------- configuration
 
@@ -340,7 +349,7 @@ class StreamingEncoderRunner:
         )
         if self.posteriors:
             with typecheck.disable_checks():  # NeMo's per-call type checks cost more than a small chunk's compute
-                log_probs = self.model.decoder(encoder_output=encoded)
+                log_probs = self.decoder(encoder_output=encoded)
         else:
             log_probs = None
 
@@ -432,8 +441,21 @@ class StreamingEncoderRunner:
     def offline(self, audio: torch.Tensor) -> StreamOutput:
         """The offline forward of the same model on a whole signal (samples,): the streaming target."""
         audio = as_mono_float(audio, 0, 0).to(self.device)
-        feats, feat_len = self.model.preprocessor(input_signal=audio[None], length=torch.tensor([audio.numel()], device=self.device))
+        feats, feat_len = self.preprocessor(input_signal=audio[None], length=torch.tensor([audio.numel()], device=self.device))
         encoded, encoded_len = self.encoder(audio_signal=feats, length=feat_len)
         n = int(encoded_len[0])
-        log_probs = self.model.decoder(encoder_output=encoded)[0, :n] if self.posteriors else None
+        log_probs = self.decoder(encoder_output=encoded)[0, :n] if self.posteriors else None
         return self._output(0, encoded[0, :, :n].T, log_probs)
+
+
+def _streamed_modules(model, copy_model: bool, device) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+    """(preprocessor, encoder, decoder or None) of ``model`` for the runner: copies unless ``copy_model`` is
+    False, in eval mode, on ``device``. One deepcopy keeps weights the encoder and decoder share shared."""
+    preprocessor, encoder, decoder = model.preprocessor, model.encoder, getattr(model, "decoder", None)
+    if copy_model:
+        encoder, decoder = copy.deepcopy((encoder, decoder))
+        # Built anew from its config, not deep-copied: NeMo's FilterbankFeatures keeps its forward as an
+        # instance attribute bound to the original, so a copy would run the original (dither in train mode).
+        preprocessor = model.from_config_dict(model.cfg.preprocessor)
+        preprocessor.load_state_dict(model.preprocessor.state_dict())
+    return tuple(None if m is None else (m if device is None else m.to(device)).eval() for m in (preprocessor, encoder, decoder))
