@@ -21,8 +21,9 @@ import torch
 
 from nemo_streaming_ssl.data.manifest import validate_manifest
 from s3prl_upstream.distillation.fidelity import HUB_CHUNK_MS, fidelity_report
-from s3prl_upstream.distillation.teacher import load_teacher, read_checkpoint
+from s3prl_upstream.distillation.teacher import load_teacher
 from s3prl_upstream.wavlm import load_streaming_wavlm
+from s3prl_upstream.wavlm.checkpoint import read_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

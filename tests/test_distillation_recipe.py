@@ -17,8 +17,10 @@ from s3prl_upstream.distillation.recipe import RecipeError, build, run_distillat
 from s3prl_upstream.distillation.student import StudentInitError
 from s3prl_upstream.distillation.teacher import StreamingWavLMTeacher, TeacherError, load_teacher
 from s3prl_upstream.wavlm import load_streaming_wavlm
+from s3prl_upstream.wavlm.checkpoint import TRUST_PICKLE_ENV
 from tests.distillation_support import LARGE_STYLE, teachers, write_s3prl_wavlm  # noqa: F401 (fixture)
 from tests.script_loader import load_script
+from tests.wavlm_helpers import TrainingNote
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "wavlm_distillation" / "distill_streaming_wavlm.py"
@@ -209,6 +211,19 @@ def test_bad_inputs_fail_before_training(teachers, speech_corpus, tmp_path):
     empty.write_text("")
     fails(ManifestError, r"empty manifest", teachers["large"], f"data.train_manifest={empty}")
     fails(RecipeError, r"trainer.max_steps is set by the recipe", teachers["large"], "+trainer.max_steps=10")
+    fails(RecipeError, r"teacher.weights_only is gone.*teacher.trust_pickle=true", teachers["large"],
+          "+teacher.weights_only=false")
+
+
+def test_pickled_teacher_loads_only_with_teacher_trust_pickle(teachers, speech_corpus, tmp_path, monkeypatch):
+    monkeypatch.delenv(TRUST_PICKLE_ENV, raising=False)
+    legacy = tmp_path / "legacy_teacher.pt"
+    torch.save({**torch.load(teachers["large"], weights_only=True), "note": TrainingNote("old trainer")}, legacy)
+    refusal = r"\(given as teacher.checkpoint\) contains pickled.*teacher.trust_pickle=true"
+    with pytest.raises(TeacherError, match=refusal):
+        build(config(legacy, speech_corpus, tmp_path / "refused"))
+    _, module = build(config(legacy, speech_corpus, tmp_path / "trusted", "teacher.trust_pickle=true"))
+    assert module.teacher.layers == [1, 2, 3]
 
 
 def test_base_teacher_trains_a_randomly_initialised_student_when_asked(teachers, speech_corpus, tmp_path):

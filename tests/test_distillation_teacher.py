@@ -15,7 +15,9 @@ from s3prl_upstream.distillation.alignment import (
     valid_frames,
 )
 from s3prl_upstream.distillation.teacher import S3PRLWavLMTeacher, TeacherError, load_teacher
+from s3prl_upstream.wavlm.checkpoint import TRUST_PICKLE_ENV
 from tests.distillation_support import teachers  # noqa: F401 (a fixture)
+from tests.wavlm_helpers import RunsCodeWhenUnpickled, TrainingNote
 
 WAVLM_CONV = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2
 
@@ -88,12 +90,12 @@ def test_teacher_layer_selection_and_errors(teachers, tmp_path):
     with pytest.raises(TeacherError, match=r"unknown layout.*\['state_dict'\].*WavLM-Large"):
         load_teacher(unknown, [1])
 
-    with pytest.raises(TeacherError, match="no such checkpoint file"):
+    with pytest.raises(TeacherError, match=r"missing.pt \(given as teacher.checkpoint\) does not exist"):
         load_teacher(tmp_path / "missing.pt", [1])
 
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(TeacherError, match="not a torch checkpoint"):
+    with pytest.raises(TeacherError, match="not a readable torch checkpoint"):
         load_teacher(garbage, [1])
 
     mismatched = tmp_path / "mismatched.pt"
@@ -102,3 +104,25 @@ def test_teacher_layer_selection_and_errors(teachers, tmp_path):
     torch.save(ckpt, mismatched)
     with pytest.raises(TeacherError, match="do not match the checkpoint's own cfg"):
         load_teacher(mismatched, [1])
+
+
+def test_teacher_file_is_read_weights_only_unless_trusted(teachers, tmp_path, monkeypatch):
+    """The teacher goes through the streaming WavLM's loader: pickled code never runs without an opt-in."""
+    monkeypatch.delenv(TRUST_PICKLE_ENV, raising=False)
+    ckpt = torch.load(teachers["large"], weights_only=True)
+    marker = tmp_path / "code_ran"
+    hostile = tmp_path / "hostile.pt"
+    torch.save({**ckpt, "payload": RunsCodeWhenUnpickled(marker)}, hostile)
+    with pytest.raises(TeacherError) as info:
+        load_teacher(hostile, [1], given_as="--teacher")
+    assert not marker.exists()
+    message = str(info.value)
+    assert f"{hostile} (given as --teacher) contains pickled Python objects" in message
+    assert "teacher.trust_pickle=true" in message and f"{TRUST_PICKLE_ENV}=1" in message
+
+    legacy = tmp_path / "legacy.pt"
+    torch.save({**ckpt, "note": TrainingNote("saved by an old trainer")}, legacy)
+    with pytest.raises(TeacherError, match=r"contains pickled Python objects \(.*TrainingNote\)"):
+        load_teacher(legacy, [1])
+    teacher, loaded = load_teacher(legacy, [1], trust_pickle=True)
+    assert isinstance(teacher, S3PRLWavLMTeacher) and loaded["note"] == TrainingNote("saved by an old trainer")

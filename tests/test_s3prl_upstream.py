@@ -11,7 +11,9 @@ import torch
 from s3prl_upstream import hubconf
 from s3prl_upstream.expert import TASK_KEYS
 from s3prl_upstream.wavlm import CheckpointError, ModelConfigError, load_streaming_wavlm
+from s3prl_upstream.wavlm.checkpoint import TRUST_PICKLE_ENV
 from tests.s3prl_support import TINY_MODEL, save_tiny_checkpoint, write_model_config
+from tests.wavlm_helpers import TrainingNote
 
 NUM_LAYERS, DIM, HOP = TINY_MODEL["wavlm"]["num_layers"], TINY_MODEL["wavlm"]["dim"], 320
 # Lengths (samples) that cut frames, blocks (4 frames) and chunks anywhere; 800 = 0.05 s, s3prl's shortest test input.
@@ -160,6 +162,18 @@ def test_missing_checkpoint_file_is_named(tmp_path):
     missing = tmp_path / "nowhere.pt"
     with pytest.raises(CheckpointError, match="nowhere.pt does not exist"):
         hubconf.streaming_wavlm(ckpt=str(missing))
+
+
+def test_pickled_objects_in_a_checkpoint_need_trust_pickle(tmp_path, ckpt, monkeypatch):
+    monkeypatch.delenv(TRUST_PICKLE_ENV, raising=False)
+    legacy = tmp_path / "legacy.pt"
+    torch.save({**torch.load(ckpt, weights_only=True), "note": TrainingNote("saved by an old trainer")}, legacy)
+    refusal = rf"legacy.pt contains pickled Python objects.*trust_pickle=True.*{TRUST_PICKLE_ENV}=1"
+    with pytest.raises(CheckpointError, match=refusal):
+        hubconf.streaming_wavlm(ckpt=str(legacy))
+    trusted = hubconf.streaming_wavlm(ckpt=str(legacy), trust_pickle=True)
+    reference = load_streaming_wavlm(ckpt)
+    assert all(torch.equal(a, b) for a, b in zip(trusted.model.state_dict().values(), reference.state_dict().values()))
 
 
 def test_mismatched_checkpoints_are_refused(tmp_path, ckpt):

@@ -3,6 +3,7 @@ gives the same model; every bad input fails with a message naming the problem an
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -11,8 +12,9 @@ import yaml
 
 from s3prl_upstream.wavlm import (CheckpointError, ModelConfigError, StreamingWavLM, StreamingWavLMConfig,
                                   convert_wavlm_checkpoint, load_streaming_wavlm)
+from s3prl_upstream.wavlm.checkpoint import TRUST_PICKLE_ENV
 
-from .wavlm_helpers import TINY, relative_error, tiny_model
+from .wavlm_helpers import TINY, RunsCodeWhenUnpickled, TrainingNote, relative_error, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +160,54 @@ def test_files_that_are_not_checkpoints(tmp_path, model):
         load_streaming_wavlm({"optimizer": {}, "epoch": 3})
     with pytest.raises(CheckpointError, match="expected a dict"):
         load_streaming_wavlm([1, 2])
+
+
+# ------------------------------------------------------------------ pickled objects: weights only
+def own_checkpoint(model: StreamingWavLM, **extra) -> dict:
+    return {"student_state_dict": model.state_dict(), "model_config": model.config.to_dict(), **extra}
+
+
+def test_checkpoint_that_would_run_code_is_refused_before_any_runs(tmp_path, model, monkeypatch):
+    monkeypatch.delenv(TRUST_PICKLE_ENV, raising=False)
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "downloaded.pt"
+    torch.save(own_checkpoint(model, payload=RunsCodeWhenUnpickled(marker)), path)
+    with pytest.raises(CheckpointError) as info:
+        load_streaming_wavlm(path)
+    assert not marker.exists()
+    message = str(info.value)
+    assert f"{path} contains pickled Python objects ({os.mkdir.__module__}.mkdir)" in message
+    assert "could run code" in message and "Only if you trust where the file came from" in message
+    assert "trust_pickle=True" in message and f"{TRUST_PICKLE_ENV}=1" in message and "plain state dict" in message
+    # the refusal is all that stood between the file and its code: opting in runs it
+    load_streaming_wavlm(path, trust_pickle=True)
+    assert marker.is_dir()
+
+
+@pytest.mark.parametrize("opt_in", ["argument", "environment"])
+def test_trusted_pickled_checkpoint_loads_on_explicit_opt_in(tmp_path, model, wav, monkeypatch, opt_in):
+    monkeypatch.delenv(TRUST_PICKLE_ENV, raising=False)
+    path = tmp_path / "legacy.pt"
+    torch.save(own_checkpoint(model, note=TrainingNote("saved by an old trainer")), path)
+    with pytest.raises(CheckpointError, match=r"legacy.pt contains pickled Python objects \(.*TrainingNote\)"):
+        load_streaming_wavlm(path)
+    if opt_in == "argument":
+        loaded = load_streaming_wavlm(path, trust_pickle=True)
+    else:
+        monkeypatch.setenv(TRUST_PICKLE_ENV, "1")
+        loaded = load_streaming_wavlm(path)
+    assert_same_model(loaded, model, wav)
+
+
+def test_trust_variable_is_a_clear_yes_or_no(tmp_path, model, monkeypatch):
+    path = tmp_path / "legacy.pt"
+    torch.save(own_checkpoint(model, note=TrainingNote("saved by an old trainer")), path)
+    monkeypatch.setenv(TRUST_PICKLE_ENV, "0")
+    with pytest.raises(CheckpointError, match="contains pickled Python objects"):
+        load_streaming_wavlm(path)
+    monkeypatch.setenv(TRUST_PICKLE_ENV, "maybe")
+    with pytest.raises(CheckpointError, match=f"{TRUST_PICKLE_ENV}='maybe': set it to 1"):
+        load_streaming_wavlm(path)
 
 
 # ------------------------------------------------------------------- Microsoft / s3prl WavLM format

@@ -1,6 +1,11 @@
-"""Shared pieces of the streaming WavLM tests: a tiny config, a randomised model, a streaming driver."""
+"""Shared pieces of the streaming WavLM tests: a tiny config, a randomised model, a streaming driver, and
+pickled objects for the checkpoint-loading tests."""
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -11,6 +16,22 @@ from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
 TINY = dict(hidden_dims=[32] * 7, num_layers=2, dim=64, ffn_dim=96, num_heads=4, num_buckets=32, max_distance=40,
             conv_pos=16, conv_pos_groups=4, window_size=16, lookahead_size=3)
 
+
+class RunsCodeWhenUnpickled:
+    """Unpickling it calls os.mkdir(marker): the visible trace of code that a checkpoint file can run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+@dataclass
+class TrainingNote:
+    """A harmless pickled object that torch's weights-only loader does not know (as old training scripts saved)."""
+
+    text: str
 
 
 def tiny_config(**changes) -> StreamingWavLMConfig:

@@ -97,7 +97,11 @@ def build(cfg: DictConfig) -> tuple[DistillDataModule, StreamingWavLMDistillatio
         seed=cfg.seed,
     )
     data.prepare()
-    teacher, teacher_ckpt = load_teacher(cfg.teacher.checkpoint, list(cfg.teacher.layers), cfg.teacher.weights_only)
+    if "weights_only" in cfg.teacher:  # the old key meant the opposite and is no longer read
+        raise RecipeError("teacher.weights_only is gone: teacher files are always loaded weights-only; for a file "
+                          "you trust that holds pickled Python objects, set teacher.trust_pickle=true instead")
+    teacher, teacher_ckpt = load_teacher(cfg.teacher.checkpoint, list(cfg.teacher.layers),
+                                         trust_pickle=cfg.teacher.trust_pickle)
     overrides = OmegaConf.to_container(cfg.student.model, resolve=True) if cfg.student.get("model") else {}
     student, student_cfg = build_student(teacher, teacher_ckpt, cfg.student.init, overrides)
     del teacher_ckpt  # the teacher keeps only what it runs; the full checkpoint can be large

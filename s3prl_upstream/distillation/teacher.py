@@ -9,7 +9,6 @@ Two kinds, one interface (``forward(wav [B, S]) -> TeacherOutput`` with ``ceil(S
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,6 +16,9 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from s3prl_upstream.wavlm import CheckpointError, ModelConfigError, StreamingWavLM, load_streaming_wavlm
+from s3prl_upstream.wavlm.checkpoint import read_checkpoint
 
 from .alignment import ConvLayout, teacher_left_pad_samples, valid_frames
 from .hooks import captured_outputs
@@ -36,29 +38,6 @@ class TeacherOutput:
 
     positional: Tensor
     layers: list[Tensor]
-
-
-def read_checkpoint(path: str | Path, weights_only: bool = True, given_as: str = "teacher.checkpoint") -> dict[str, Any]:
-    """torch.load a checkpoint on CPU with a clear error when it is missing, unreadable or not a dict.
-
-    given_as: the setting that named the file, for the error message.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise TeacherError(f"{path}: no such checkpoint file (given as {given_as})")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except pickle.UnpicklingError as exc:
-        raise TeacherError(
-            f"{path}: torch.load(weights_only=True) refuses it: either it is not a torch checkpoint or it holds "
-            f"pickled Python objects ({str(exc).splitlines()[-1][:200]}). If you trust the file, load it with "
-            "weights_only=false (teacher.weights_only=false)"
-        ) from exc
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise TeacherError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict):
-        raise TeacherError(f"{path}: expected a dict checkpoint, found {type(ckpt).__name__}")
-    return ckpt
 
 
 def is_s3prl_wavlm_checkpoint(ckpt: dict[str, Any]) -> bool:
@@ -172,8 +151,6 @@ class StreamingWavLMTeacher(FrozenTeacher):
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], layers: Sequence[int], where: str) -> StreamingWavLMTeacher:
-        from s3prl_upstream.wavlm import CheckpointError, ModelConfigError, StreamingWavLM, load_streaming_wavlm
-
         try:
             stored = load_streaming_wavlm(ckpt)
         except (CheckpointError, ModelConfigError) as exc:
@@ -200,11 +177,19 @@ class StreamingWavLMTeacher(FrozenTeacher):
 
 
 def load_teacher(
-    checkpoint: str | Path, layers: Sequence[int], weights_only: bool = True, given_as: str = "teacher.checkpoint"
+    checkpoint: str | Path, layers: Sequence[int], *, trust_pickle: bool = False, given_as: str = "teacher.checkpoint"
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the frozen teacher named by a checkpoint file; returns it and the checkpoint dict (for student init)."""
-    ckpt = read_checkpoint(checkpoint, weights_only, given_as)
+    """Build the frozen teacher named by a checkpoint file; returns it and the checkpoint dict (for student init).
+
+    The file is read by the streaming WavLM's loader: weights only unless trust_pickle (teacher.trust_pickle).
+    """
+    try:
+        ckpt = read_checkpoint(checkpoint, trust_pickle=trust_pickle, given_as=given_as)
+    except CheckpointError as exc:
+        raise TeacherError(str(exc)) from exc
     where = f"teacher checkpoint {checkpoint}"
+    if not isinstance(ckpt, dict):
+        raise TeacherError(f"{where}: expected a dict checkpoint, found {type(ckpt).__name__}")
     if is_s3prl_wavlm_checkpoint(ckpt):
         return S3PRLWavLMTeacher.from_checkpoint(ckpt, layers, where), ckpt
     if is_streaming_wavlm_checkpoint(ckpt):

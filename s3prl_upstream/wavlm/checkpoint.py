@@ -12,12 +12,15 @@ Accepted (REFERENCE section 4):
   Base/Base+ style (GroupNorm front end, post-LN layers) is refused with the reason.
 
 Every load is strict: any missing, unexpected or mis-shaped key raises :class:`CheckpointError`.
+Files are read weights-only: one holding other pickled Python objects is refused unless the caller opts in
+(``trust_pickle=True`` or ``STREAMING_SSL_TRUST_PICKLED_CHECKPOINTS=1``), see :func:`read_checkpoint`.
 """
 
 from __future__ import annotations
 
 import ast
 import logging
+import os
 import pickle
 import re
 import warnings
@@ -38,6 +41,12 @@ STATE_DICT_KEYS = ("student_state_dict", "state_dict")
 # Config fields a Microsoft checkpoint does not determine: they come from -g when one is given.
 STREAMING_FIELDS = ("causal", "window_size", "lookahead_size", "dropout")
 MAX_LISTED_KEYS = 12
+# Unpickling arbitrary objects can run code, so a checkpoint that is more than weights loads only on an
+# explicit opt-in: the trust_pickle argument, or this variable for entry points without one (run_downstream.py).
+TRUST_PICKLE_ENV = "STREAMING_SSL_TRUST_PICKLED_CHECKPOINTS"
+ENV_TRUE, ENV_FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
+TRUST_PICKLE_FIX = (f"pass trust_pickle=True (load_streaming_wavlm, the s3prl hub entries; teacher.trust_pickle=true "
+                    f"in the distillation config) or set {TRUST_PICKLE_ENV}=1")
 
 
 class CheckpointError(RuntimeError):
@@ -46,14 +55,16 @@ class CheckpointError(RuntimeError):
 
 # ------------------------------------------------------------------------------------------ loading
 def load_streaming_wavlm(ckpt: str | Path | Mapping[str, Any],
-                         model_config: StreamingWavLMConfig | Mapping | str | Path | None = None) -> StreamingWavLM:
+                         model_config: StreamingWavLMConfig | Mapping | str | Path | None = None, *,
+                         trust_pickle: bool = False) -> StreamingWavLM:
     """Build a StreamingWavLM from a checkpoint (path or loaded dict) in any accepted format, in eval mode.
 
     model_config (``-g``): YAML path, dict (either format) or config; None: the checkpoint's own config,
-    else the defaults. Raises CheckpointError / ModelConfigError with the fix.
+    else the defaults. trust_pickle: see :func:`read_checkpoint`. Raises CheckpointError / ModelConfigError
+    with the fix.
     """
     source = str(ckpt) if isinstance(ckpt, (str, Path)) else "<checkpoint dict>"
-    data = read_checkpoint(ckpt) if isinstance(ckpt, (str, Path)) else ckpt
+    data = read_checkpoint(ckpt, trust_pickle=trust_pickle) if isinstance(ckpt, (str, Path)) else ckpt
     given = resolve_model_config(model_config)
     state_dict, own_config, agreeing_fields = unpack_checkpoint(data, source)
     if own_config is None:
@@ -71,18 +82,62 @@ def load_streaming_wavlm(ckpt: str | Path | Mapping[str, Any],
     return model.eval()
 
 
-def read_checkpoint(path: str | Path) -> Any:
+def read_checkpoint(path: str | Path, *, trust_pickle: bool = False, given_as: str | None = None) -> Any:
+    """torch.load on CPU, weights only: tensors, containers and numbers, never code.
+
+    A file holding other pickled Python objects is refused with CheckpointError, unless the caller passed
+    trust_pickle=True or the environment sets TRUST_PICKLE_ENV=1. given_as: the setting that named the file.
+    """
     path = Path(path)
+    where = f"{path} (given as {given_as})" if given_as else str(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {where} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        warnings.warn(f"{path} holds pickled Python objects beyond tensors; loading it with weights_only=False. "
-                      f"Only load checkpoints you trust.", stacklevel=3)
-        return torch.load(path, map_location="cpu", weights_only=False)
+    except pickle.UnpicklingError as err:
+        refusal = err
     except Exception as err:  # torch raises many types for a non-checkpoint file
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
+        raise CheckpointError(f"{where} is not a readable torch checkpoint: {type(err).__name__}: {err}") from err
+    found = _unsafe_globals(path, refusal)
+    trusted_by = "trust_pickle=True" if trust_pickle else f"{TRUST_PICKLE_ENV}=1" if _env_trusts_pickle() else None
+    if trusted_by is not None:
+        log.warning("%s: unpickling it in full (%s) because of %s", where, ", ".join(found) or "no weights-only load",
+                    trusted_by)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:
+            raise CheckpointError(f"{where} is not a readable torch checkpoint: {type(err).__name__}: {err}") from err
+    if not found:
+        raise CheckpointError(f"{where} is not a readable torch checkpoint: weights-only loading fails "
+                              f"({_torch_reason(refusal)}). If it is an older pickle you trust, "
+                              f"{TRUST_PICKLE_FIX}.") from refusal
+    raise CheckpointError(
+        f"{where} contains pickled Python objects ({', '.join(found)}), not only weights: loading it could run "
+        f"code, so it is refused. Only if you trust where the file came from, {TRUST_PICKLE_FIX}. Better: load it "
+        f"once that way and re-save it as a plain state dict (tensors, dicts, lists, numbers and strings only), "
+        f"which loads without trust.") from refusal
+
+
+def _env_trusts_pickle() -> bool:
+    value = os.environ.get(TRUST_PICKLE_ENV, "").strip().lower()
+    if value not in ENV_TRUE + ENV_FALSE:
+        raise CheckpointError(f"{TRUST_PICKLE_ENV}={os.environ[TRUST_PICKLE_ENV]!r}: set it to 1 (trust pickled "
+                              f"checkpoints) or 0 / unset (weights only)")
+    return value in ENV_TRUE
+
+
+def _unsafe_globals(path: Path, refusal: pickle.UnpicklingError) -> list[str]:
+    """The classes/functions that made weights-only loading refuse the file, read without unpickling it."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not torch's zip format (legacy torch.save, plain pickle, junk): torch names the first one
+        return re.findall(r"GLOBAL ([\w.]+)", str(refusal))
+
+
+def _torch_reason(refusal: pickle.UnpicklingError) -> str:
+    lines = [line.strip() for line in str(refusal).splitlines() if line.strip()]
+    reasons = [line.split("error:", 1)[1].strip() for line in lines if "WeightsUnpickler error:" in line]
+    return (reasons or lines or [type(refusal).__name__])[-1]
 
 
 def unpack_checkpoint(data: Any, source: str) -> tuple[dict[str, Tensor], StreamingWavLMConfig | None, tuple[str, ...]]:
