@@ -245,3 +245,24 @@ def test_transcript_outside_given_char_vocabulary_is_refused(pretrained_nemo, sp
     )
     with pytest.raises(ManifestError, match=r"train\.json:\d+: transcript has characters \['[xyz]'"):
         build_finetune_model(cfg)
+
+
+def test_rerun_of_another_config_into_a_used_folder_is_refused(finetune_run, pretrained_nemo, speech_corpus):
+    """Reusing the first run's folder (exp_manager.version) with another model config (spec_augment back on):
+    refused before anything is built or trained; the earlier .nemo and tokenizer keep their bytes (NeMo's
+    exp_manager moves the plain files of a reused folder into run_<n>/ before our check)."""
+    nemo = Path(finetune_run["nemo"])
+    log_dir = nemo.parent
+    kept = {path.name: path.read_bytes() for path in [nemo, *(log_dir / "tokenizer").rglob("*.model")]}
+    assert len(kept) == 2  # the .nemo and the tokenizer the first run built
+    command = [
+        sys.executable, str(SCRIPT), f"pretrained_nemo={pretrained_nemo}",
+        f"model.train_ds.manifest_filepath={speech_corpus['train']}",
+        f"model.validation_ds.manifest_filepath={speech_corpus['val']}", "trainer.accelerator=cpu",
+        f"exp_manager.exp_dir={log_dir.parent.parent}", f"+exp_manager.version={log_dir.name}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=log_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "model.spec_augment: None -> {" in result.stderr and "name=" in result.stderr
+    assert {path.name: path.read_bytes() for path in log_dir.rglob("*") if path.name in kept} == kept

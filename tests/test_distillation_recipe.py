@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from nemo_streaming_ssl.data.manifest import ManifestError
+from nemo_streaming_ssl.run_record import RerunError
 from s3prl_upstream.distillation.recipe import RecipeError, build, run_distillation
 from s3prl_upstream.distillation.student import StudentInitError
 from s3prl_upstream.distillation.teacher import StreamingWavLMTeacher, TeacherError, load_teacher
@@ -120,6 +121,19 @@ def test_resume_continues_the_global_step(trained):
     (event_file,) = trained["resumed_events"]
     steps = logged_steps(event_file, "train/loss")
     assert len(steps) == 2 and min(steps) >= 4, steps
+
+
+def test_rerun_of_another_config_or_a_fresh_run_keeps_the_earlier_checkpoints(trained, teachers, speech_corpus):
+    """Into a folder with checkpoints: resuming with another student, or starting afresh, is refused before
+    anything is built; the earlier checkpoints stay as they were."""
+    exp_dir = trained["exp_dir"]
+    kept = {path: path.read_bytes() for path in (exp_dir / "checkpoints").iterdir()}
+    with pytest.raises(RerunError, match=r"(?s)student.model.lookahead_size: 3 -> 1.*exp_dir=\.\.\. or name="):
+        run_distillation(config(teachers["large"], speech_corpus, exp_dir, "stages.encoder.steps=6",
+                                "resume_from=auto", "student.model.lookahead_size=1"))
+    with pytest.raises(RecipeError, match=r"holds the checkpoints of an earlier run.*resume_from=auto"):
+        run_distillation(config(teachers["large"], speech_corpus, exp_dir))
+    assert {path: path.read_bytes() for path in (exp_dir / "checkpoints").iterdir()} == kept
 
 
 def test_tensorboard_logs_losses_and_learning_rates(trained):

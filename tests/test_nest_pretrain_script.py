@@ -85,3 +85,25 @@ def test_rerun_resumes_from_the_last_checkpoint(ddp_run):
     assert f"Restoring states from the checkpoint path at {checkpoint}" in output
     assert global_step(last_checkpoint(work / "exp")) == 7
     assert logged_train_steps(set((work / "exp").rglob("events.out.tfevents*")) - before) == [4, 5, 6]  # not 0..6
+
+
+def test_rerun_in_another_mode_is_refused_and_keeps_the_earlier_run(ddp_run):
+    """The same command in another mode, same name and folder: refused before training, the earlier run's .nemo
+    and checkpoints untouched; under its own name the new mode trains."""
+    work, args, first = ddp_run
+    assert first.returncode == 0
+    kept = {path: path.read_bytes() for path in (work / "exp").rglob("*") if path.suffix in (".nemo", ".ckpt")}
+    assert any(path.suffix == ".nemo" for path in kept)
+    refused = run_pretrain([*args, "mode=lookahead", "trainer.devices=1", "trainer.max_steps=9"], work)
+    assert refused.returncode == 2, (refused.stdout + refused.stderr)[-4000:]
+    assert "encoder.att_context_size: [-1, 0] -> [-1, 4]" in refused.stderr and "name=" in refused.stderr
+    assert "Restoring states" not in refused.stdout + refused.stderr
+    assert {path: path.read_bytes() for path in kept} == kept
+
+    own = run_pretrain([*args, "mode=lookahead", "name=lookahead", "trainer.devices=1", "trainer.max_steps=2"], work)
+    assert own.returncode == 0, (own.stdout + own.stderr)[-4000:]
+    nemo_path = Path(NEMO_LINE.search(own.stdout).group(1))
+    assert nemo_path.is_relative_to(work / "exp" / "lookahead") and nemo_path not in kept
+    restored = StreamingNESTModel.restore_from(str(nemo_path), map_location="cpu")
+    assert list(restored.encoder.att_context_size) == [-1, 4]
+    assert {path: path.read_bytes() for path in kept} == kept

@@ -17,6 +17,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_streaming_ssl.run_record import check_rerun, record_run
+
 from .data import DistillDataModule
 from .losses import depth_weights
 from .module import StreamingWavLMDistillation
@@ -51,6 +53,31 @@ def export_student(checkpoint: Path, out: Path) -> Path:
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     torch.save({key: ckpt[key] for key in STUDENT_KEYS}, out)
     return out
+
+
+def run_definition(cfg: DictConfig) -> dict[str, Any]:
+    """What defines a distillation run (see nemo_streaming_ssl.run_record): teacher, student, losses, optimizer
+    and stages; not the data, the trainer or the stage lengths (raise stages.<name>.steps and resume to lengthen)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    return {
+        "teacher": {"checkpoint": str(Path(c["teacher"]["checkpoint"]).resolve()), "layers": c["teacher"]["layers"]},
+        "student": c["student"],
+        "loss": c["loss"],
+        "optim": c["optim"],
+        "stages": {name: {k: v for k, v in stage.items() if k != "steps"} for name, stage in c["stages"].items()},
+        "sample_rate": c["data"]["sample_rate"],
+    }
+
+
+def check_experiment_folder(cfg: DictConfig, resume: str | None, checkpoint_dir: Path) -> None:
+    """A new run never overwrites an earlier run's checkpoints; a resumed run must have the earlier run's definition."""
+    earlier = sorted(p.name for p in checkpoint_dir.glob("*.ckpt"))
+    if resume is None and earlier:
+        raise RecipeError(
+            f"exp_dir={cfg.exp_dir} holds the checkpoints of an earlier run ({', '.join(earlier)}); a new run would "
+            f"overwrite them. Continue that run with resume_from=auto, or start a new one in its own folder "
+            f"(exp_dir=... or name=...).")
+    check_rerun(cfg.exp_dir, run_definition(cfg), new_run="give it its own folder (exp_dir=... or name=...)")
 
 
 def resolve_resume(resume_from: str | None, checkpoint_dir: Path) -> str | None:
@@ -125,10 +152,12 @@ def run_distillation(cfg: DictConfig) -> DistillationResult:
     """Train as configured (resuming when asked) and return where the checkpoints are."""
     pl.seed_everything(cfg.seed, workers=True)
     kwargs = trainer_kwargs(cfg)
-    data, module = build(cfg)
     exp_dir = Path(cfg.exp_dir)
     checkpoint_dir = exp_dir / "checkpoints"
     resume = resolve_resume(cfg.get("resume_from"), checkpoint_dir)
+    check_experiment_folder(cfg, resume, checkpoint_dir)
+    data, module = build(cfg)
+    record_run(exp_dir, run_definition(cfg))
     best = ModelCheckpoint(
         dirpath=checkpoint_dir, filename="best-step{step:07d}", monitor=MONITOR, mode="min", save_top_k=1,
         auto_insert_metric_name=False,

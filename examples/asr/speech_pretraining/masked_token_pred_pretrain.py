@@ -10,7 +10,9 @@ Configs live in the repository's conf/ (streaming modes, size presets, the offli
 and audio file of the train, validation and noise manifests is checked (a bad line stops the run, naming the
 file and line) and the utterances dropped by the duration limits are counted. Logs (TensorBoard) and
 checkpoints go to ``exp_manager.exp_dir``/``name``; rerunning the same command resumes from the last
-checkpoint. The path of the final ``.nemo`` is printed at the end.
+checkpoint. A rerun whose model config differs from the run in that folder (another mode, preset, attention
+context, masking...) stops before anything is trained or written, listing what differs: give it its own
+``name=``. The path of the final ``.nemo`` is printed at the end.
 
 Run it as a file: the nemo_toolkit wheel installs top-level ``examples``/``scripts``/``tests`` packages, so
 ``python -m examples...`` would find NeMo's, not ours.
@@ -37,8 +39,17 @@ from nemo.utils.exp_manager import exp_manager  # noqa: E402
 
 from nemo_streaming_ssl.data.manifest import ManifestError, validate_manifest  # noqa: E402
 from nemo_streaming_ssl.models import StreamingNESTModel  # noqa: E402
+from nemo_streaming_ssl.run_record import (  # noqa: E402
+    RerunError,
+    check_rerun,
+    logged_nemo_model_config,
+    nemo_model_definition,
+    record_run,
+)
 
 MANIFEST_ERROR_EXIT = 2
+RERUN_ERROR_EXIT = 2
+NEW_RUN = "give it its own name (name=...) or folder (exp_manager.exp_dir=...)"
 
 
 def manifest_paths(value) -> list[str]:
@@ -94,6 +105,14 @@ def main(cfg: DictConfig) -> None:
 
     trainer = pl.Trainer(**cfg.trainer)
     log_dir = exp_manager(trainer, cfg.get("exp_manager", None))
+    try:  # before the model is built or a checkpoint resumed: a run of another config there stays as it is
+        earlier = nemo_model_definition(logged_nemo_model_config(log_dir) or {}) or None
+        definition = nemo_model_definition(OmegaConf.to_container(cfg.model, resolve=True))
+        check_rerun(log_dir, definition, new_run=NEW_RUN, earlier=earlier)
+        record_run(log_dir, definition)
+    except RerunError as exc:
+        print(f"rerun error: {exc}", file=sys.stderr)
+        raise SystemExit(RERUN_ERROR_EXIT) from None
     model = StreamingNESTModel(cfg=cfg.model, trainer=trainer)
     trainer.fit(model)
 

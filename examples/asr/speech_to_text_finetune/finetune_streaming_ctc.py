@@ -11,6 +11,9 @@ Config: conf/fastconformer_ctc_streaming_finetune.yaml (subword vocabulary built
 `--config-name fastconformer_ctc_streaming_finetune_char` for characters). Any key can be overridden.
 Writes <exp_dir>/<name>/.../<name>.nemo (loads with stock `EncDecCTCModel.restore_from`), and prints the
 validation CTC loss and WER before and after training and a streaming-vs-offline check.
+Each run writes into its own dated folder; a reused folder (exp_manager.resume_if_exists=true or an explicit
+exp_manager.version) must hold a run of the same pretrained model and model config, else the run stops
+before anything is written, listing what differs.
 """
 
 import json
@@ -29,9 +32,10 @@ from nemo.core.config import hydra_runner  # noqa: E402
 from nemo.utils import logging  # noqa: E402
 from nemo.utils.exp_manager import exp_manager  # noqa: E402
 
-from nemo_streaming_ssl.asr.finetune import build_finetune_model, manifest_paths  # noqa: E402
+from nemo_streaming_ssl.asr.finetune import build_finetune_model, manifest_paths, pretrained_path  # noqa: E402
 from nemo_streaming_ssl.asr.streaming import compare_streaming_with_offline, setup_cache_aware_streaming  # noqa: E402
 from nemo_streaming_ssl.data.manifest import read_manifest  # noqa: E402
+from nemo_streaming_ssl.run_record import RerunError, check_rerun, nemo_model_definition, record_run  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
@@ -75,6 +79,14 @@ def main(cfg: DictConfig) -> None:
     pl.seed_everything(cfg.get("seed", 0))
     trainer = pl.Trainer(**cfg.trainer)
     exp_dir = Path(exp_manager(trainer, cfg.get("exp_manager")))
+    try:  # a folder reused (exp_manager.resume_if_exists / version) must hold a run of this same config
+        definition = {"pretrained_nemo": str(pretrained_path(cfg).resolve()),
+                      "model": nemo_model_definition(OmegaConf.to_container(cfg.model, resolve=True))}
+        check_rerun(exp_dir, definition, new_run="give it its own name (name=...) or leave exp_manager.version unset")
+        record_run(exp_dir, definition)
+    except RerunError as exc:
+        print(f"rerun error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if cfg.get("tokenizer_build") is not None and cfg.tokenizer_build.dir is None:
         cfg.tokenizer_build.dir = str(exp_dir / "tokenizer")
     model = build_finetune_model(cfg, trainer)
