@@ -30,6 +30,7 @@ TUNABLE_ENCODER_KEYS = frozenset(
         "use_pytorch_sdpa_backends",
         "sync_max_audio_length",
         "subsampling_conv_chunking_factor",  # memory chunking of the subsampling convs, same result
+        "pos_emb_max_len",  # length of the sinusoidal position table (not a weight), same result
     }
 )
 # Dither is training-time noise; every other preprocessor key defines the features the encoder was trained on.

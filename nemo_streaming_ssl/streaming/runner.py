@@ -72,7 +72,7 @@ class StreamingEncoderRunner:
         max_left_context_frames: cache size for unlimited left context (``-1``). Output equals the
             offline forward for streams up to this many frames; longer streams keep running, each
             frame then seeing (at least) this many frames back. Default: the encoder's
-            ``pos_emb_max_len`` (5000 frames = 400 s), rounded down to whole attention chunks.
+            ``pos_emb_max_len`` (10240 frames = 819 s in our configs), rounded down to whole attention chunks.
         posteriors: also return the decoder's token log-probabilities per frame.
         max_chunks_per_step: when a piece completes several chunks at once, they run as one encoder
             step (same output, less overhead), up to this many.
