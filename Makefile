@@ -27,6 +27,7 @@ sysdeps:
 # One torch thread plus one data-loading worker fill 2 cores without OpenMP threads spinning against each other.
 DEMO_STEPS ?= 300
 DEMO_DATA := num_workers=1 pin_memory=false batch_size=8
+DEMO_NEMO := $(DEMO_DIR)/experiments/NEST-FastConformer-streaming/checkpoints/NEST-FastConformer-streaming.nemo
 
 $(DEMO_DIR)/corpus/train.json: | install
 	$(PY) scripts/make_corpus.py --out $(DEMO_DIR)/corpus --num-utterances 200 --seed 0
@@ -39,6 +40,14 @@ demo: install $(DEMO_DIR)/corpus/train.json
 	  $(foreach kv,$(DEMO_DATA),model.train_ds.$(kv) model.validation_ds.$(kv)) \
 	  trainer.accelerator=cpu trainer.devices=1 trainer.max_steps=$(DEMO_STEPS) trainer.log_every_n_steps=10 \
 	  exp_manager.exp_dir=$(DEMO_DIR)/experiments
+	@echo ""
+	@echo "Next (QUICKSTART.md walks through each):"
+	@echo "  stream it:  $(PY) examples/asr/speech_pretraining/streaming_inference_example.py \\"
+	@echo "                model_path=$(DEMO_NEMO) audio_filepath=$(DEMO_DIR)/corpus/speech/utt00000.wav chunk_ms=80"
+	@echo "  fine-tune:  $(PY) examples/asr/speech_to_text_finetune/finetune_streaming_ctc.py pretrained_nemo=$(DEMO_NEMO) \\"
+	@echo "                model.train_ds.manifest_filepath=$(DEMO_DIR)/corpus/train.json \\"
+	@echo "                model.validation_ds.manifest_filepath=$(DEMO_DIR)/corpus/val.json trainer.max_steps=200"
+	@echo "  tests:      make test"
 
 test: install
 	$(PY) -m pytest tests

@@ -37,6 +37,7 @@ from nemo.utils import logging  # noqa: E402
 from nemo.utils.callbacks import NeMoModelCheckpoint  # noqa: E402
 from nemo.utils.exp_manager import exp_manager  # noqa: E402
 
+from nemo_streaming_ssl.console import fold_nemo_config_dumps, progress_callbacks  # noqa: E402
 from nemo_streaming_ssl.data.manifest import ManifestError, validate_manifest  # noqa: E402
 from nemo_streaming_ssl.models import StreamingNESTModel  # noqa: E402
 from nemo_streaming_ssl.run_record import (  # noqa: E402
@@ -101,9 +102,10 @@ def main(cfg: DictConfig) -> None:
         except ManifestError as exc:
             print(f"manifest error: {exc}", file=sys.stderr)
             raise SystemExit(MANIFEST_ERROR_EXIT) from None
+    fold_nemo_config_dumps(cfg.get("verbose", False))
     logging.info(f"Config:\n{OmegaConf.to_yaml(cfg)}")
 
-    trainer = pl.Trainer(**cfg.trainer)
+    trainer = pl.Trainer(**cfg.trainer, callbacks=progress_callbacks(cfg.trainer))
     log_dir = exp_manager(trainer, cfg.get("exp_manager", None))
     try:  # before the model is built or a checkpoint resumed: a run of another config there stays as it is
         earlier = nemo_model_definition(logged_nemo_model_config(log_dir) or {}) or None

@@ -34,6 +34,7 @@ from nemo.utils.exp_manager import exp_manager  # noqa: E402
 
 from nemo_streaming_ssl.asr.finetune import build_finetune_model, manifest_paths, pretrained_path  # noqa: E402
 from nemo_streaming_ssl.asr.streaming import compare_streaming_with_offline, setup_cache_aware_streaming  # noqa: E402
+from nemo_streaming_ssl.console import fold_nemo_config_dumps, progress_callbacks  # noqa: E402
 from nemo_streaming_ssl.data.manifest import read_manifest  # noqa: E402
 from nemo_streaming_ssl.run_record import RerunError, check_rerun, nemo_model_definition, record_run  # noqa: E402
 
@@ -77,7 +78,8 @@ def streaming_report(model, cfg: DictConfig) -> list[dict]:
 @hydra_runner(config_path=str(CONF_DIR), config_name="fastconformer_ctc_streaming_finetune")
 def main(cfg: DictConfig) -> None:
     pl.seed_everything(cfg.get("seed", 0))
-    trainer = pl.Trainer(**cfg.trainer)
+    fold_nemo_config_dumps(cfg.get("verbose", False))
+    trainer = pl.Trainer(**cfg.trainer, callbacks=progress_callbacks(cfg.trainer))
     exp_dir = Path(exp_manager(trainer, cfg.get("exp_manager")))
     try:  # a folder reused (exp_manager.resume_if_exists / version) must hold a run of this same config
         definition = {"pretrained_nemo": str(pretrained_path(cfg).resolve()),
