@@ -1,5 +1,6 @@
 """The pretrain script as users run it: manifest errors stop it early, DDP on 2 CPU processes, resume."""
 
+import logging
 import re
 from pathlib import Path
 
@@ -87,23 +88,37 @@ def test_rerun_resumes_from_the_last_checkpoint(ddp_run):
     assert logged_train_steps(set((work / "exp").rglob("events.out.tfevents*")) - before) == [4, 5, 6]  # not 0..6
 
 
-def test_rerun_in_another_mode_is_refused_and_keeps_the_earlier_run(ddp_run):
-    """The same command in another mode, same name and folder: refused before training, the earlier run's .nemo
-    and checkpoints untouched; under its own name the new mode trains."""
-    work, args, first = ddp_run
-    assert first.returncode == 0
-    kept = {path: path.read_bytes() for path in (work / "exp").rglob("*") if path.suffix in (".nemo", ".ckpt")}
-    assert any(path.suffix == ".nemo" for path in kept)
-    refused = run_pretrain([*args, "mode=lookahead", "trainer.devices=1", "trainer.max_steps=9"], work)
-    assert refused.returncode == 2, (refused.stdout + refused.stderr)[-4000:]
-    assert "encoder.att_context_size: [-1, 0] -> [-1, 4]" in refused.stderr and "name=" in refused.stderr
-    assert "Restoring states" not in refused.stdout + refused.stderr
-    assert {path: path.read_bytes() for path in kept} == kept
+def test_output_is_one_step_bar_with_losses_and_folded_config_dumps(ddp_run):
+    """The console of a run: one bar over global steps (3 of 3) showing the train and validation loss, no bar per
+    epoch or validation, NeMo's config dumps folded to a line each."""
+    work, args, _ = ddp_run
+    run = run_pretrain([*args, "name=console", "trainer.devices=1", "trainer.max_steps=3", "trainer.val_check_interval=2"], work)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    lines = output.replace("\r", "\n").splitlines()
+    bar = [line for line in lines if line.startswith("step:")]
+    assert bar and "3/3 [" in bar[-1] and "loss=" in bar[-1] and "val_loss=" in bar[-1]
+    assert not any(line.startswith(("Epoch ", "Validation")) and "it/s" in line for line in lines)
+    assert "more lines hidden: verbose=true shows them" in output and "bucketing_strategy" not in output
 
-    own = run_pretrain([*args, "mode=lookahead", "name=lookahead", "trainer.devices=1", "trainer.max_steps=2"], work)
-    assert own.returncode == 0, (own.stdout + own.stderr)[-4000:]
-    nemo_path = Path(NEMO_LINE.search(own.stdout).group(1))
-    assert nemo_path.is_relative_to(work / "exp" / "lookahead") and nemo_path not in kept
-    restored = StreamingNESTModel.restore_from(str(nemo_path), map_location="cpu")
-    assert list(restored.encoder.att_context_size) == [-1, 4]
-    assert {path: path.read_bytes() for path in kept} == kept
+
+def test_config_dumps_fold_unless_verbose():
+    """NeMo's logger: a multi-line record (a config dump) becomes its first line; verbose keeps it whole."""
+    from nemo.utils import logging as nemo_logging
+
+    from nemo_streaming_ssl.console import NEMO_LOGGER, fold_nemo_config_dumps
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logging.getLogger(NEMO_LOGGER).addHandler(handler)
+    dump = "Train config:\n" + "\n".join(f"  key_{i}: {i}" for i in range(70))
+    try:
+        fold_nemo_config_dumps(verbose=False)
+        nemo_logging.warning(dump)
+        fold_nemo_config_dumps(verbose=True)
+        nemo_logging.warning(dump)
+    finally:
+        logging.getLogger(NEMO_LOGGER).removeHandler(handler)
+        fold_nemo_config_dumps(verbose=True)
+    assert records == ["Train config: [70 more lines hidden: verbose=true shows them]", dump]
