@@ -64,12 +64,13 @@ def check_rerun(folder: str | Path, definition: Mapping[str, Any], *, new_run: s
         recorded, source = earlier, "its logged config"
     diffs = [] if recorded is None else config_differences(recorded, definition)
     if diffs:
-        listed = "\n  ".join(diffs[:MAX_LISTED]) + (f"\n  ... and {len(diffs) - MAX_LISTED} more" if len(diffs) > MAX_LISTED else "")
+        more = f"\n  ... and {len(diffs) - MAX_LISTED} more" if len(diffs) > MAX_LISTED else ""
         raise RerunError(
             f"{folder} holds a run of another configuration; continuing it with this one would load its weights "
-            f"under another configuration and overwrite its checkpoints. What differs (recorded -> now):\n  {listed}\n"
-            f"Nothing was trained or overwritten. To start a new run, {new_run}. To continue the earlier run, rerun it with "
-            f"its own configuration ({source}).")
+            f"under another configuration and overwrite its checkpoints. What differs (recorded -> now):\n  "
+            + "\n  ".join(diffs[:MAX_LISTED]) + more + "\n"
+            f"Nothing was trained or overwritten. To start a new run, {new_run}. To continue the earlier run, "
+            f"rerun it with its own configuration ({source}).")
 
 
 def record_run(folder: str | Path, definition: Mapping[str, Any]) -> None:

@@ -92,7 +92,8 @@ def test_output_is_one_step_bar_with_losses_and_folded_config_dumps(ddp_run):
     """The console of a run: one bar over global steps (3 of 3) showing the train and validation loss, no bar per
     epoch or validation, NeMo's config dumps folded to a line each."""
     work, args, _ = ddp_run
-    run = run_pretrain([*args, "name=console", "trainer.devices=1", "trainer.max_steps=3", "trainer.val_check_interval=2"], work)
+    settings = ["name=console", "trainer.devices=1", "trainer.max_steps=3", "trainer.val_check_interval=2"]
+    run = run_pretrain([*args, *settings], work)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
     lines = output.replace("\r", "\n").splitlines()

@@ -441,7 +441,8 @@ class StreamingEncoderRunner:
     def offline(self, audio: torch.Tensor) -> StreamOutput:
         """The offline forward of the same model on a whole signal (samples,): the streaming target."""
         audio = as_mono_float(audio, 0, 0).to(self.device)
-        feats, feat_len = self.preprocessor(input_signal=audio[None], length=torch.tensor([audio.numel()], device=self.device))
+        length = torch.tensor([audio.numel()], device=self.device)
+        feats, feat_len = self.preprocessor(input_signal=audio[None], length=length)
         encoded, encoded_len = self.encoder(audio_signal=feats, length=feat_len)
         n = int(encoded_len[0])
         log_probs = self.decoder(encoder_output=encoded)[0, :n] if self.posteriors else None
@@ -458,4 +459,5 @@ def _streamed_modules(model, copy_model: bool, device) -> tuple[nn.Module, nn.Mo
         # instance attribute bound to the original, so a copy would run the original (dither in train mode).
         preprocessor = model.from_config_dict(model.cfg.preprocessor)
         preprocessor.load_state_dict(model.preprocessor.state_dict())
-    return tuple(None if m is None else (m if device is None else m.to(device)).eval() for m in (preprocessor, encoder, decoder))
+    modules = (preprocessor, encoder, decoder)
+    return tuple(None if m is None else (m if device is None else m.to(device)).eval() for m in modules)
