@@ -109,6 +109,7 @@ def test_checkpoints_load_in_the_upstream_loader_without_a_config(trained, teach
 
 def test_resume_continues_the_global_step(trained):
     assert "step 4: last checkpoint" in trained["first"].stdout
+    assert f"student (best, for -k): {trained['exp_dir'] / 'checkpoints' / 'student_best.pt'}" in trained["first"].stdout
     assert trained["first_ckpt"]["global_step"] == 4
     assert trained["resumed"].global_step == 6
     resumed = torch.load(trained["resumed"].last_checkpoint, map_location="cpu", weights_only=True)
@@ -134,6 +135,16 @@ def test_rerun_of_another_config_or_a_fresh_run_keeps_the_earlier_checkpoints(tr
     with pytest.raises(RecipeError, match=r"holds the checkpoints of an earlier run.*resume_from=auto"):
         run_distillation(config(teachers["large"], speech_corpus, exp_dir))
     assert {path: path.read_bytes() for path in (exp_dir / "checkpoints").iterdir()} == kept
+
+
+def test_run_shorter_than_the_validation_interval_still_writes_its_best_student(teachers, speech_corpus, tmp_path):
+    """The documented smoke run (2 + 2 steps, the config's val_check_interval 1000): one validation at the end,
+    so best-*.ckpt and student_best.pt exist and load."""
+    result = run_distillation(
+        config(teachers["large"], speech_corpus, tmp_path / "exp", "trainer.val_check_interval=1000"))
+    assert result.global_step == 4 and result.best_checkpoint is not None
+    assert set(result.students) == {"last", "best"} and all(path.is_file() for path in result.students.values())
+    assert load_streaming_wavlm(result.students["best"]).config.num_layers == 3
 
 
 def test_tensorboard_logs_losses_and_learning_rates(trained):

@@ -19,8 +19,9 @@ from s3prl_upstream.distillation.recipe import run_distillation
 def main(cfg: DictConfig) -> None:
     result = run_distillation(cfg)
     if result.is_global_zero:
-        print(f"step {result.global_step}: last checkpoint {result.last_checkpoint}, best {result.best_checkpoint}; "
-              f"student-only copies: {result.checkpoint_dir}/student_{{last,best}}.pt")
+        print(f"step {result.global_step}: last checkpoint {result.last_checkpoint}, best {result.best_checkpoint}")
+        for kind, path in result.students.items():
+            print(f"student ({kind}, for -k): {path}")
 
 
 if __name__ == "__main__":

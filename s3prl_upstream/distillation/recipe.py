@@ -44,6 +44,7 @@ class DistillationResult:
     checkpoint_dir: Path
     last_checkpoint: Path
     best_checkpoint: Path | None
+    students: dict[str, Path]  # "last" and, once a validation ran, "best": the student-only -k files
     global_step: int
     is_global_zero: bool
 
@@ -165,9 +166,15 @@ def run_distillation(cfg: DictConfig) -> DistillationResult:
     last = ModelCheckpoint(
         dirpath=checkpoint_dir, save_top_k=0, save_last=True, every_n_train_steps=cfg.checkpoint.every_n_steps
     )
+    total_steps = module.schedule.total_steps
+    interval = kwargs.get("val_check_interval")
+    if isinstance(interval, int) and interval > total_steps:
+        # A run shorter than the interval would never validate, so never write best-*.ckpt / student_best.pt.
+        log.info("trainer.val_check_interval=%d is longer than the run: validating at step %d", interval, total_steps)
+        kwargs["val_check_interval"] = total_steps
     trainer = pl.Trainer(
         **kwargs,
-        max_steps=module.schedule.total_steps,
+        max_steps=total_steps,
         check_val_every_n_epoch=None,  # validation every trainer.val_check_interval steps, across epochs
         use_distributed_sampler=False,  # CropPlan shards batches over ranks itself
         callbacks=[best, last, LearningRateMonitor(logging_interval="step")],
@@ -179,8 +186,12 @@ def run_distillation(cfg: DictConfig) -> DistillationResult:
     last_path = checkpoint_dir / "last.ckpt"
     trainer.save_checkpoint(last_path)  # the final step, whether or not it fell on a checkpoint interval
     best_path = Path(best.best_model_path) if best.best_model_path else None
+    students = {"last": checkpoint_dir / "student_last.pt"}
+    if best_path is not None:
+        students["best"] = checkpoint_dir / "student_best.pt"
     if trainer.is_global_zero:
-        export_student(last_path, checkpoint_dir / "student_last.pt")
+        export_student(last_path, students["last"])
         if best_path is not None:
-            export_student(best_path, checkpoint_dir / "student_best.pt")
-    return DistillationResult(checkpoint_dir, last_path, best_path, trainer.global_step, trainer.is_global_zero)
+            export_student(best_path, students["best"])
+    return DistillationResult(checkpoint_dir, last_path, best_path, students, trainer.global_step,
+                              trainer.is_global_zero)
