@@ -26,6 +26,11 @@ from omegaconf import MISSING, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from nemo_streaming_ssl.cli_paths import AUDIO, PRETRAINED_NEMO, exit_on_missing_paths  # noqa: E402
+
+if __name__ == "__main__":  # before the NeMo import below
+    exit_on_missing_paths(sys.argv[1:], {"model_path": PRETRAINED_NEMO, "audio_filepath": AUDIO})
+
 from nemo_streaming_ssl.streaming import AudioInputError, StreamingEncoderRunner  # noqa: E402
 
 

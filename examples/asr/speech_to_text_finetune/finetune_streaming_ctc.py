@@ -28,6 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 # Run as a file: make the project importable without installing it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from nemo_streaming_ssl.cli_paths import MANIFEST, PRETRAINED_NEMO, exit_on_missing_paths  # noqa: E402
+
+if __name__ == "__main__":  # before the NeMo imports below
+    exit_on_missing_paths(sys.argv[1:], {"pretrained_nemo": PRETRAINED_NEMO, "manifest_filepath": MANIFEST})
+
 from nemo.core.config import hydra_runner  # noqa: E402
 from nemo.utils import logging  # noqa: E402
 from nemo.utils.exp_manager import exp_manager  # noqa: E402
