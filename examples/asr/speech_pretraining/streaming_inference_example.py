@@ -22,10 +22,11 @@ from typing import Optional
 
 import soundfile as sf
 import torch
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from nemo_streaming_ssl.cli import parse_overrides, run_script  # noqa: E402
 from nemo_streaming_ssl.streaming import AudioInputError, StreamingEncoderRunner  # noqa: E402
 
 
@@ -142,16 +143,8 @@ def main(cfg: StreamingExampleConfig) -> dict:
 
 
 def parse(argv: list[str]) -> StreamingExampleConfig:
-    """``key=value`` arguments -> config (unknown keys and wrong types are refused by OmegaConf)."""
-    config = OmegaConf.merge(OmegaConf.structured(StreamingExampleConfig), OmegaConf.from_dotlist(argv))
-    missing = sorted(OmegaConf.missing_keys(config))
-    if missing:
-        raise SystemExit(f"missing {', '.join(k + '=...' for k in missing)}\n{__doc__}")
-    return OmegaConf.to_object(config)
+    return parse_overrides(StreamingExampleConfig, argv, __doc__)
 
 
 if __name__ == "__main__":
-    try:
-        main(parse(sys.argv[1:]))
-    except (ValueError, FileNotFoundError) as error:  # bad options, files or models: the message says the fix
-        raise SystemExit(f"error: {error}") from None
+    run_script(main, parse, sys.argv[1:])
