@@ -1,7 +1,10 @@
-"""The ASR bridge: pretrained streaming NEST .nemo -> streaming CTC model -> NeMo's cache-aware streaming.
+"""The ASR bridge: pretrained streaming NEST .nemo -> streaming CTC model -> exact streaming transcription
+(StreamingCTCTranscriber) and NeMo's own cache-aware streaming.
 
 Tiny models (the real configs' tiny preset: d_model 64, 2 layers) on the espeak-ng corpus. The fine-tuning
-script runs once, as a file in a subprocess; the other tests use its output or build models in-process.
+script runs once, as a file in a subprocess, training one multi-latency model (lookahead [-1, 4], causal
+[-1, 0], left context [16, 0]) long enough to transcribe its training utterances; the other tests use its
+output or build models in-process.
 """
 
 import dataclasses
@@ -22,11 +25,15 @@ from nemo_streaming_ssl.asr.pretrained_config import PretrainedMismatchError, me
 from nemo_streaming_ssl.data.manifest import ManifestError, read_manifest, write_manifest
 
 from .nest_support import model_config
+from .streaming_helpers import speech
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples/asr/speech_to_text_finetune/finetune_streaming_ctc.py"
-TRAIN_STEPS = 60
-# NeMo's buffer with lookahead [-1, 4], fed the valid features: float32 round-off only (measured ~1e-6).
+# Enough for text: at 200 steps the model writes most words of its training utterances (60 steps: only blanks).
+TRAIN_STEPS = 200
+# The three streaming modes, all trained into the one fine-tuned model (multi-latency).
+ATT_CONTEXTS = {"lookahead": [-1, 4], "causal": [-1, 0], "left_context": [16, 0]}
+# Our streaming, and NeMo's buffer with lookahead [-1, 4] fed the valid features: float32 round-off only (~1e-5).
 STREAMING_TOLERANCE = 1e-4
 
 
@@ -68,8 +75,9 @@ def finetune_run(pretrained_nemo, speech_corpus, tmp_path_factory) -> dict:
         f"pretrained_nemo={pretrained_nemo}",
         f"model.train_ds.manifest_filepath={speech_corpus['train']}",
         f"model.validation_ds.manifest_filepath={speech_corpus['val']}",
-        "model.train_ds.batch_size=4", "model.validation_ds.batch_size=4",
-        "model.spec_augment=null", "model.optim.lr=3e-3", "model.optim.sched.warmup_steps=10",
+        "model.train_ds.batch_size=8", "model.validation_ds.batch_size=4",
+        "model.spec_augment=null", "model.optim.lr=5e-3", "model.optim.sched.warmup_steps=10",
+        "model.encoder.att_context_size=" + str(list(ATT_CONTEXTS.values())).replace(" ", ""),
         f"trainer.max_steps={TRAIN_STEPS}", "trainer.max_epochs=1000", "trainer.check_val_every_n_epoch=100",
         "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
         f"exp_manager.exp_dir={exp_dir}", "exp_manager.create_checkpoint_callback=false",
@@ -131,18 +139,26 @@ def test_finetuning_lowers_ctc_loss_and_saves_a_stock_nemo(finetune_run, finetun
 
 def test_script_reports_streaming_equal_to_offline(finetune_run):
     rows = finetune_run["streaming"]
-    assert len(rows) == 2
+    assert sorted(map(tuple, {tuple(row["att_context_size"]) for row in rows})) == sorted(map(tuple, ATT_CONTEXTS.values()))
+    assert len(rows) == 2 * len(ATT_CONTEXTS)
     for row in rows:
+        assert row["streaming"] == row["offline"] and row["streaming_frames"] == row["offline_frames"]
         assert row["max_abs_log_prob_diff"] < STREAMING_TOLERANCE
-        assert row["offline_frames"] - 1 <= row["streaming_frames"] <= row["offline_frames"]
+        nemo = row["nemo_conformer_stream_step"]
+        assert row["offline_frames"] - 1 <= nemo["frames"] <= row["offline_frames"]
+        if row["att_context_size"][1] > 0:
+            assert nemo["max_abs_log_prob_diff"] < STREAMING_TOLERANCE
+    # NeMo's path with zero lookahead: zero mel frames stand in for the history at the second chunk
+    zero_lookahead = [row["nemo_conformer_stream_step"] for row in rows if row["att_context_size"][1] == 0]
+    assert all(nemo["max_abs_log_prob_diff"] > 1e-3 for nemo in zero_lookahead)
 
 
 def test_nemo_cache_aware_streaming_matches_offline_with_lookahead(finetuned_model, speech_corpus):
-    from nemo_streaming_ssl.asr.streaming import compare_streaming_with_offline, setup_cache_aware_streaming
+    from nemo_streaming_ssl.asr.streaming import compare_nemo_streaming_with_offline, setup_cache_aware_streaming
 
     setup_cache_aware_streaming(finetuned_model, longest_stream_s=10.0)
     for index in range(2):
-        comparison = compare_streaming_with_offline(finetuned_model, utterance(speech_corpus["train"], index))
+        comparison = compare_nemo_streaming_with_offline(finetuned_model, utterance(speech_corpus["train"], index))
         frames = len(comparison.offline.log_probs)
         # NeMo's buffer stops before a final chunk too short to make a frame: at most one frame (80 ms) fewer.
         assert frames - 1 <= len(comparison.streaming.log_probs) <= frames
@@ -155,17 +171,112 @@ def test_default_causal_pretraining_streams_off_from_the_second_frame(tmp_path, 
     """Zero lookahead (pretraining's default mode=causal): NeMo's second chunk starts with zero mel frames where
     the offline convolutions see real ones; measured ~1e-2 here (untrained decoder), and the cache carries it."""
     from nemo_streaming_ssl.asr.finetune import build_finetune_model
-    from nemo_streaming_ssl.asr.streaming import compare_streaming_with_offline, setup_cache_aware_streaming
+    from nemo_streaming_ssl.asr.streaming import compare_nemo_streaming_with_offline, setup_cache_aware_streaming
 
     model = build_finetune_model(finetune_config(save_nest(tmp_path / "causal.nemo"), speech_corpus))
     assert model.encoder.att_context_size == [-1, 0]
     setup_cache_aware_streaming(model, longest_stream_s=10.0)
-    comparison = compare_streaming_with_offline(model, utterance(speech_corpus["val"]))
+    comparison = compare_nemo_streaming_with_offline(model, utterance(speech_corpus["val"]))
     n = comparison.common_frames
     per_frame = (comparison.offline.log_probs[:n] - comparison.streaming.log_probs[:n]).abs().amax(-1)
     assert per_frame[0] < STREAMING_TOLERANCE
     assert 1e-3 < per_frame[1] < 1e-1
     assert per_frame.max() < 1e-1
+
+
+# How audio arrives: one chunk per piece (default), 37 ms pieces, 1 s pieces (several chunks in one step).
+PIECE_SAMPLES = (None, 592, 16000)
+
+
+@pytest.fixture(scope="module")
+def training_speech(speech_corpus) -> list[torch.Tensor]:
+    """Four training utterances of about 3 s: the fine-tuned model writes most of their words."""
+    return speech(speech_corpus, 4)
+
+
+@pytest.mark.parametrize("mode", ATT_CONTEXTS)
+def test_streamed_transcript_equals_offline_transcribe(finetuned_model, training_speech, mode):
+    from nemo_streaming_ssl.asr.streaming_ctc import StreamingCTCTranscriber
+
+    transcriber = StreamingCTCTranscriber(finetuned_model, att_context_size=ATT_CONTEXTS[mode])
+    offline = transcriber.offline(training_speech)  # NeMo's model.transcribe in this attention context
+    assert sum(len(reference.text.split()) for reference in offline) >= 8, [r.text for r in offline]  # not just blanks
+    latency_ms = transcriber.runner.latency.algorithmic_latency_ms
+    for audio, reference in zip(training_speech, offline):
+        for piece in PIECE_SAMPLES:
+            streamed = transcriber.transcribe(audio, sample_rate=16000, piece_samples=piece)
+            assert streamed.text == reference.text, (piece, streamed.text, reference.text)
+            assert streamed.log_probs.shape == reference.log_probs.shape
+            assert (streamed.log_probs - reference.log_probs).abs().max() < STREAMING_TOLERANCE
+            # text leaves with the frames that make it: edits applied chunk by chunk rebuild it
+            text = ""
+            for chunk in streamed.chunks:
+                update = chunk.update
+                text = text[: len(text) - update.replaced_chars] + update.new_text
+                assert text == update.text
+            assert text == reference.text and any(c.update.new_text for c in streamed.chunks[:-1])
+            if piece == 592:  # a chunk's oldest audio waits the algorithmic latency, plus at most one piece
+                for chunk in streamed.chunks[:-1]:
+                    if chunk.update.first_frame > 0:
+                        waited_ms = 1000 * (chunk.latency_s - chunk.compute_s)
+                        assert latency_ms - 1e-6 <= waited_ms < latency_ms + 37 + 1e-6
+
+
+def test_incremental_greedy_ctc_follows_nemo_through_chunk_edges_and_punctuation():
+    """Char vocabulary: a repeat split over two chunks folds, a blank keeps doubled letters, and a comma after a
+    space rewrites the text (NeMo removes the space)."""
+    import torch.nn.functional as F
+    from nemo.collections.asr.parts.submodules.ctc_decoding import CTCDecoding, CTCDecodingConfig
+
+    from nemo_streaming_ssl.asr.streaming_ctc import IncrementalGreedyCTC
+
+    decoding = CTCDecoding(OmegaConf.structured(CTCDecodingConfig()), vocabulary=list(" abc,"))
+    b = decoding.blank_id
+    frames = [b, 1, 1, b, 1, 0, 0, 2, b, 0, 4, 4, 3, b]  # a a | a ' ' b ' ' , c
+    log_probs = F.one_hot(torch.tensor(frames), b + 1).float().log_softmax(-1)
+    greedy = IncrementalGreedyCTC(decoding)
+    state = greedy.new_state()
+    updates = [greedy.update(state, log_probs[start:end]) for start, end in [(0, 2), (2, 5), (5, 10), (10, 11), (11, 14)]]
+    assert updates == [([1], "a", 0), ([1], "a", 0), ([0, 2, 0], " b ", 0), ([4], ",", 1), ([3], "c", 0)]
+    expected = decoding.ctc_decoder_predictions_tensor(log_probs[None], decoder_lengths=torch.tensor([len(frames)]))
+    assert state.text == expected[0].text == "aa b,c"
+
+
+def test_incremental_greedy_ctc_equals_nemo_on_the_subword_vocabulary(finetuned_model):
+    import torch.nn.functional as F
+
+    from nemo_streaming_ssl.asr.streaming_ctc import IncrementalGreedyCTC
+
+    greedy = IncrementalGreedyCTC(finetuned_model.decoding)
+    classes = finetuned_model.decoder.num_classes_with_blank
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        frames = torch.randint(0, classes, (60,), generator=generator)
+        frames[torch.rand(60, generator=generator) < 0.4] = greedy.blank_id
+        repeat = torch.rand(59, generator=generator) < 0.3
+        frames[1:][repeat] = frames[:-1][repeat]
+        log_probs = F.one_hot(frames, classes).float()
+        state, edges = greedy.new_state(), sorted(torch.randint(0, 60, (5,), generator=generator).tolist())
+        for start, end in zip([0, *edges], [*edges, 60]):
+            greedy.update(state, log_probs[start:end])
+        nemo = finetuned_model.decoding.ctc_decoder_predictions_tensor(log_probs[None], decoder_lengths=torch.tensor([60]))
+        assert state.text == nemo[0].text and state.frames == 60
+
+
+def test_transcriber_refuses_models_it_cannot_reproduce(pretrained_nemo, finetuned_model):
+    from nemo_streaming_ssl.asr.streaming_ctc import StreamingCTCTranscriber
+    from nemo_streaming_ssl.models import StreamingNESTModel
+
+    nest = StreamingNESTModel.restore_from(str(pretrained_nemo), map_location="cpu")
+    with pytest.raises(ValueError, match="StreamingNESTModel is not a CTC model"):
+        StreamingCTCTranscriber(nest)
+    greedy = finetuned_model.cfg.decoding
+    finetuned_model.change_decoding_strategy(OmegaConf.create({"strategy": "beam", "beam": {"beam_size": 2}}), verbose=False)
+    try:
+        with pytest.raises(ValueError, match="decoding.strategy='beam'.*set decoding.strategy=greedy_batch"):
+            StreamingCTCTranscriber(finetuned_model)
+    finally:
+        finetuned_model.change_decoding_strategy(greedy, verbose=False)
 
 
 def test_encoder_override_of_architecture_key_is_refused(pretrained_nemo, speech_corpus):
