@@ -10,11 +10,13 @@ output or build models in-process.
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -25,10 +27,12 @@ from nemo_streaming_ssl.asr.pretrained_config import PretrainedMismatchError, me
 from nemo_streaming_ssl.data.manifest import ManifestError, read_manifest, write_manifest
 
 from .nest_support import model_config
+from .script_loader import load_script
 from .streaming_helpers import speech
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples/asr/speech_to_text_finetune/finetune_streaming_ctc.py"
+TRANSCRIBE_SCRIPT = REPO / "examples/asr/speech_to_text_finetune/streaming_transcribe.py"
 # Enough for text: at 200 steps the model writes most words of its training utterances (60 steps: only blanks).
 TRAIN_STEPS = 200
 # The three streaming modes, all trained into the one fine-tuned model (multi-latency).
@@ -277,6 +281,85 @@ def test_transcriber_refuses_models_it_cannot_reproduce(pretrained_nemo, finetun
             StreamingCTCTranscriber(finetuned_model)
     finally:
         finetuned_model.change_decoding_strategy(greedy, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def transcribe_script():
+    return load_script(TRANSCRIBE_SCRIPT)
+
+
+def test_transcribe_script_streams_a_manifest_and_a_file(transcribe_script, finetune_run, speech_corpus, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    report = transcribe_script.main(transcribe_script.parse([
+        f"model_path={finetune_run['nemo']}", f"manifest_filepath={speech_corpus['train']}", "max_utterances=2",
+        "att_context_size=[-1,0]", "piece_ms=37", f"output_path={out}",
+    ]))
+    printed = capsys.readouterr().out
+    summary, rows = report["summary"], report["utterances"]
+    assert summary["utterances"] == summary["equal"] == 2 and summary["max_abs_log_prob_diff"] < STREAMING_TOLERANCE
+    assert summary["wer_streaming"] == summary["wer_offline"] and all("wer" in row for row in rows)
+    assert "equal to offline         2/2 transcripts" in printed and "WER vs reference" in printed
+    # 80 ms chunks of one frame, 37 ms pieces: a line per frame as it leaves (the end of the audio may finish the
+    # last chunk and flush the rest in one feed: two frames on the last line)
+    ranges = [(int(a), int(b)) for a, b in re.findall(r"^ +\d+\.\d{3} s  frames +(\d+)-(\d+) +latency +[\d.]+ ms  \+'", printed, re.MULTILINE)]
+    starts = [i for i, (first, _) in enumerate(ranges) if first == 0] + [len(ranges)]
+    assert len(starts) == len(rows) + 1
+    for row, begin, end in zip(rows, starts, starts[1:]):
+        utterance_ranges = ranges[begin:end]
+        assert all(first == last for first, last in utterance_ranges[:-1])
+        assert [first for first, _ in utterance_ranges] == list(range(len(utterance_ranges)))
+        assert utterance_ranges[-1][1] == row["frames"] - 1 and utterance_ranges[-1][1] - utterance_ranges[-1][0] <= 1
+    assert json.loads(out.read_text())["summary"] == summary
+
+    wav = read_manifest(speech_corpus["train"])[0].audio_filepath
+    report = transcribe_script.main(transcribe_script.parse([f"model_path={finetune_run['nemo']}", f"audio_filepath={wav}"]))
+    printed = capsys.readouterr().out
+    assert report["summary"]["equal"] == 1 and "wer_streaming" not in report["summary"]
+    assert f"transcript               {report['utterances'][0]['streaming']!r}" in printed
+    assert "algorithmic latency 412.5 ms" in printed  # lookahead [-1, 4]: 5-frame chunks
+
+
+def test_transcribe_script_checks_inputs_before_importing_nemo(finetune_run, speech_corpus, tmp_path):
+    entries = read_manifest(speech_corpus["train"])[:2]
+    entries[1] = dataclasses.replace(entries[1], audio_filepath=str(tmp_path / "gone.wav"))
+    manifest = write_manifest(entries, tmp_path / "missing_audio.json")
+    not_nemo = tmp_path / "model.nemo"
+    not_nemo.write_text("not an archive")
+    cases = [
+        [f"model_path={tmp_path / 'none.nemo'}", f"audio_filepath={entries[0].audio_filepath}"],
+        [f"model_path={not_nemo}", f"audio_filepath={entries[0].audio_filepath}"],
+        [f"model_path={finetune_run['nemo']}", f"audio_filepath={entries[0].audio_filepath}", f"manifest_filepath={manifest}"],
+        [f"model_path={finetune_run['nemo']}", f"manifest_filepath={manifest}"],
+    ]
+    program = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from tests.script_loader import load_script; "
+        "from pathlib import Path; script = load_script(Path(sys.argv[2])); errors = []\n"
+        "for argv in json.loads(sys.argv[3]):\n"
+        "    try: script.main(script.parse(argv))\n"
+        "    except SystemExit as error: errors.append(str(error))\n"
+        "print(json.dumps({'errors': errors, 'nemo_imported': 'nemo' in sys.modules}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program, str(REPO), str(TRANSCRIBE_SCRIPT), json.dumps(cases)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert not outcome["nemo_imported"]
+    assert [error.split(":")[0] for error in outcome["errors"]] == [
+        f"model_path={tmp_path / 'none.nemo'}", f"model_path={not_nemo}", "give audio_filepath=<file> or manifest_filepath=<manifest.json> (one of them)",
+        f"manifest_filepath={manifest}",
+    ]
+    assert "no such file; give the .nemo written by finetune_streaming_ctc.py" in outcome["errors"][0]
+    assert "not a .nemo archive" in outcome["errors"][1]
+    assert f"{manifest}:2: {tmp_path / 'gone.wav'}: no such file" in outcome["errors"][3]
+
+
+def test_transcribe_script_refuses_audio_at_another_sample_rate(transcribe_script, finetune_run, tmp_path):
+    low_rate = tmp_path / "8k.wav"
+    sf.write(low_rate, np.zeros(8000, dtype=np.float32), 8000)
+    with pytest.raises(SystemExit, match=r"8k.wav: sample rate 8000 Hz, the model expects 16000 Hz; resample it"):
+        transcribe_script.main(transcribe_script.parse([f"model_path={finetune_run['nemo']}", f"audio_filepath={low_rate}"]))
 
 
 def test_encoder_override_of_architecture_key_is_refused(pretrained_nemo, speech_corpus):
