@@ -1,6 +1,11 @@
-"""Run NeMo's own cache-aware streaming (``conformer_stream_step``) on a streaming CTC model, and compare it offline.
+"""NeMo's own cache-aware streaming (``conformer_stream_step``) of a streaming CTC model, compared with offline.
 
-Two facts of NeMo 2.5.3 that this module works around (measured; STREAMING_NEST.md, "Fine-tuning for ASR"):
+This is NeMo's path, kept to measure it; for exact streaming use ``asr.streaming_ctc.StreamingCTCTranscriber``.
+Known inexactness (measured; STREAMING_NEST.md, "Fine-tuning for ASR"): with zero lookahead its buffer
+puts zero mel frames where the offline convolutions see real ones (log-probabilities off by ~1e-2 from
+the second frame on, transcripts may differ), and it drops a last chunk too short for one frame.
+
+Two facts of NeMo 2.5.3 that this module works around:
 
 * With unlimited left context (``att_context_size [-1, r]``) the encoder's default ``max_context`` of
   10000 frames exceeds ``pos_emb_max_len`` (5000) and the first stream step crashes; we cap the cache.
@@ -18,17 +23,13 @@ import torch
 from nemo.collections.asr.models import EncDecCTCModel
 from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
 
-
-@dataclass
-class StreamingResult:
-    log_probs: torch.Tensor  # (frames, vocabulary + 1): the CTC log-probabilities, one row per 80 ms frame
-    text: str
+from .streaming_ctc import CTCTranscript, max_abs_log_prob_diff, offline_transcribe
 
 
 @dataclass
 class StreamingComparison:
-    offline: StreamingResult
-    streaming: StreamingResult
+    offline: CTCTranscript  # NeMo's model.transcribe
+    streaming: CTCTranscript
 
     @property
     def common_frames(self) -> int:
@@ -36,8 +37,7 @@ class StreamingComparison:
 
     @property
     def max_abs_log_prob_diff(self) -> float:
-        n = self.common_frames
-        return float((self.offline.log_probs[:n] - self.streaming.log_probs[:n]).abs().max())
+        return max_abs_log_prob_diff(self.offline.log_probs, self.streaming.log_probs)
 
 
 def encoder_frame_s(model: EncDecCTCModel) -> float:
@@ -76,19 +76,7 @@ def _features(model: EncDecCTCModel, audio: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def offline_transcribe(model: EncDecCTCModel, audio: torch.Tensor) -> StreamingResult:
-    """The offline forward over the whole utterance (``audio``: (samples,))."""
-    features = _features(model, audio)
-    log_probs, encoded_len, _ = model.forward(
-        processed_signal=features, processed_signal_length=torch.tensor([features.shape[-1]], device=features.device)
-    )
-    log_probs = log_probs[0, : int(encoded_len[0])]
-    hypotheses = model.decoding.ctc_decoder_predictions_tensor(log_probs[None], decoder_lengths=encoded_len)
-    return StreamingResult(log_probs.cpu(), hypotheses[0].text)
-
-
-@torch.inference_mode()
-def stream_transcribe(model: EncDecCTCModel, audio: torch.Tensor) -> StreamingResult:
+def nemo_stream_transcribe(model: EncDecCTCModel, audio: torch.Tensor) -> CTCTranscript:
     """Stream ``audio`` (samples,) chunk by chunk through NeMo's buffer and ``model.conformer_stream_step``.
 
     Call ``setup_cache_aware_streaming(model)`` first. Chunks are NeMo's ``encoder.streaming_cfg`` ones:
@@ -117,9 +105,10 @@ def stream_transcribe(model: EncDecCTCModel, audio: torch.Tensor) -> StreamingRe
         # predictions[0] holds every frame so far; the rows of this chunk are the new ones.
         new_frames = len(predictions[0]) - sum(len(c) for c in chunks)
         chunks.append(log_probs[0, :new_frames].cpu())
-    return StreamingResult(torch.cat(chunks), text)
+    return CTCTranscript(text, torch.cat(chunks))
 
 
-def compare_streaming_with_offline(model: EncDecCTCModel, audio: torch.Tensor) -> StreamingComparison:
-    """Offline forward and cache-aware streaming of one utterance, side by side."""
-    return StreamingComparison(offline_transcribe(model, audio), stream_transcribe(model, audio))
+def compare_nemo_streaming_with_offline(model: EncDecCTCModel, audio: torch.Tensor) -> StreamingComparison:
+    """NeMo's ``model.transcribe`` and NeMo's cache-aware streaming of one utterance (samples,), side by side."""
+    (offline,) = offline_transcribe(model, [audio])
+    return StreamingComparison(offline, nemo_stream_transcribe(model, audio))

@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 if (REPO_ROOT / "nemo_streaming_ssl").is_dir() and str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from nemo_streaming_ssl.cli_paths import MANIFEST, exit_on_missing_paths  # noqa: E402
+from nemo_streaming_ssl.cli import MANIFEST, exit_on_missing_paths  # noqa: E402
 
 if __name__ == "__main__":  # before the NeMo imports below; every line is checked once NeMo is loaded
     exit_on_missing_paths(sys.argv[1:], {"manifest_filepath": MANIFEST, "noise_manifest": MANIFEST})

@@ -22,11 +22,17 @@ from typing import Optional
 
 import soundfile as sf
 import torch
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from nemo_streaming_ssl.cli_paths import AUDIO, PRETRAINED_NEMO, exit_on_missing_paths  # noqa: E402
+from nemo_streaming_ssl.cli import (  # noqa: E402
+    AUDIO,
+    PRETRAINED_NEMO,
+    exit_on_missing_paths,
+    parse_overrides,
+    run_script,
+)
 
 if __name__ == "__main__":  # before the NeMo import below
     exit_on_missing_paths(sys.argv[1:], {"model_path": PRETRAINED_NEMO, "audio_filepath": AUDIO})
@@ -149,16 +155,8 @@ def main(cfg: StreamingExampleConfig) -> dict:
 
 
 def parse(argv: list[str]) -> StreamingExampleConfig:
-    """``key=value`` arguments -> config (unknown keys and wrong types are refused by OmegaConf)."""
-    config = OmegaConf.merge(OmegaConf.structured(StreamingExampleConfig), OmegaConf.from_dotlist(argv))
-    missing = sorted(OmegaConf.missing_keys(config))
-    if missing:
-        raise SystemExit(f"missing {', '.join(k + '=...' for k in missing)}\n{__doc__}")
-    return OmegaConf.to_object(config)
+    return parse_overrides(StreamingExampleConfig, argv, __doc__)
 
 
 if __name__ == "__main__":
-    try:
-        main(parse(sys.argv[1:]))
-    except (ValueError, FileNotFoundError) as error:  # bad options, files or models: the message says the fix
-        raise SystemExit(f"error: {error}") from None
+    run_script(main, parse, sys.argv[1:])

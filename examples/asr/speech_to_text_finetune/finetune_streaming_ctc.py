@@ -10,10 +10,12 @@ Run it as a file (the nemo_toolkit wheel owns the top-level package name `exampl
 Config: conf/fastconformer_ctc_streaming_finetune.yaml (subword vocabulary built from the training transcripts;
 `--config-name fastconformer_ctc_streaming_finetune_char` for characters). Any key can be overridden.
 Writes <exp_dir>/<name>/.../<name>.nemo (loads with stock `EncDecCTCModel.restore_from`), and prints the
-validation CTC loss and WER before and after training and a streaming-vs-offline check.
+validation CTC loss and WER before and after training and a streaming check: every trained att_context_size,
+the first validation utterances streamed through StreamingCTCTranscriber against NeMo's offline transcribe
+(and NeMo's own conformer_stream_step, for comparison).
 Each run writes into its own dated folder; a reused folder (exp_manager.resume_if_exists=true or an explicit
 exp_manager.version) must hold a run of the same pretrained model and model config, else the run stops
-before anything is written, listing what differs.
+before anything is trained, listing what differs.
 """
 
 import json
@@ -28,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 # Run as a file: make the project importable without installing it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from nemo_streaming_ssl.cli_paths import MANIFEST, PRETRAINED_NEMO, exit_on_missing_paths  # noqa: E402
+from nemo_streaming_ssl.cli import MANIFEST, PRETRAINED_NEMO, exit_on_missing_paths  # noqa: E402
 
 if __name__ == "__main__":  # before the NeMo imports below
     exit_on_missing_paths(sys.argv[1:], {"pretrained_nemo": PRETRAINED_NEMO, "manifest_filepath": MANIFEST})
@@ -38,7 +40,12 @@ from nemo.utils import logging  # noqa: E402
 from nemo.utils.exp_manager import exp_manager  # noqa: E402
 
 from nemo_streaming_ssl.asr.finetune import build_finetune_model, manifest_paths, pretrained_path  # noqa: E402
-from nemo_streaming_ssl.asr.streaming import compare_streaming_with_offline, setup_cache_aware_streaming  # noqa: E402
+from nemo_streaming_ssl.asr.streaming import nemo_stream_transcribe, setup_cache_aware_streaming  # noqa: E402
+from nemo_streaming_ssl.asr.streaming_ctc import (  # noqa: E402
+    StreamingCTCTranscriber,
+    attention_context,
+    max_abs_log_prob_diff,
+)
 from nemo_streaming_ssl.console import fold_nemo_config_dumps, progress_callbacks  # noqa: E402
 from nemo_streaming_ssl.data.manifest import read_manifest  # noqa: E402
 from nemo_streaming_ssl.run_record import RerunError, check_rerun, nemo_model_definition, record_run  # noqa: E402
@@ -52,31 +59,57 @@ def validation_metrics(trainer: pl.Trainer, model) -> dict[str, float]:
 
 
 def streaming_report(model, cfg: DictConfig) -> list[dict]:
-    """NeMo's cache-aware streaming vs the offline forward on the first validation utterances."""
-    entries = read_manifest(manifest_paths(cfg.model.validation_ds)[0])[: cfg.streaming_check.max_utterances]
-    setup_cache_aware_streaming(model, longest_stream_s=max(entry.duration for entry in entries))
+    """Stream the first validation utterances in every trained att_context_size: ours vs NeMo's offline transcribe.
+
+    One row per utterance and attention context. With ``streaming_check.nemo_conformer_stream_step`` the row
+    also holds NeMo's own cache-aware path (not exact with zero lookahead; may drop the last frame).
+    """
+    check = cfg.streaming_check
+    entries = read_manifest(manifest_paths(cfg.model.validation_ds)[0])[: check.max_utterances]
+    audios = [torch.from_numpy(sf.read(entry.audio_filepath, dtype="float32")[0]) for entry in entries]
     rows = []
-    for entry in entries:
-        audio, _ = sf.read(entry.audio_filepath, dtype="float32")
-        comparison = compare_streaming_with_offline(model, torch.from_numpy(audio))
-        rows.append(
-            {
+    for att_context_size in [list(pair) for pair in model.encoder.att_context_size_all]:
+        transcriber = StreamingCTCTranscriber(model, att_context_size=att_context_size, chunk_ms=check.chunk_ms)
+        offline = transcriber.offline(audios)
+        context_rows = []
+        for entry, audio, reference in zip(entries, audios, offline):
+            streamed = transcriber.transcribe(audio, sample_rate=cfg.model.sample_rate)
+            row = {
+                "att_context_size": att_context_size,
                 "audio_filepath": entry.audio_filepath,
                 "reference": entry.text,
-                "offline": comparison.offline.text,
-                "streaming": comparison.streaming.text,
-                "offline_frames": len(comparison.offline.log_probs),
-                "streaming_frames": len(comparison.streaming.log_probs),
-                "max_abs_log_prob_diff": comparison.max_abs_log_prob_diff,
+                "offline": reference.text,
+                "streaming": streamed.text,
+                "offline_frames": len(reference.log_probs),
+                "streaming_frames": len(streamed.log_probs),
+                "max_abs_log_prob_diff": max_abs_log_prob_diff(reference.log_probs, streamed.log_probs),
             }
+            if check.nemo_conformer_stream_step:
+                with attention_context(model.encoder, att_context_size):
+                    setup_cache_aware_streaming(model, longest_stream_s=entry.duration)
+                    nemo = nemo_stream_transcribe(model, audio)
+                row["nemo_conformer_stream_step"] = {
+                    "text": nemo.text,
+                    "frames": len(nemo.log_probs),
+                    "max_abs_log_prob_diff": max_abs_log_prob_diff(reference.log_probs, nemo.log_probs),
+                }
+            context_rows.append(row)
+        rows += context_rows
+        same = sum(row["streaming"] == row["offline"] for row in context_rows)
+        worst = max(row["max_abs_log_prob_diff"] for row in context_rows)
+        logging.info(
+            f"streaming, att_context_size {att_context_size}, chunk {transcriber.runner.latency.chunk_ms:g} ms: "
+            f"{same}/{len(context_rows)} transcripts equal to offline transcribe, max |log-prob difference| {worst:.2e}"
         )
-        logging.info(f"streaming {rows[-1]['streaming']!r} | offline {rows[-1]['offline']!r} | ref {entry.text!r}")
-    worst = max(row["max_abs_log_prob_diff"] for row in rows)
-    same = sum(row["offline"] == row["streaming"] for row in rows)
-    logging.info(
-        f"cache-aware streaming (att_context_size {model.encoder.att_context_size}): {same}/{len(rows)} transcripts "
-        f"identical to offline, max |log-prob difference| {worst:.2e} over the frames both emit"
-    )
+        if check.nemo_conformer_stream_step:
+            nemo_rows = [row["nemo_conformer_stream_step"] for row in context_rows]
+            logging.info(
+                f"  NeMo's conformer_stream_step (inexact with zero lookahead, may drop the last frame): "
+                f"{sum(n['text'] == row['offline'] for n, row in zip(nemo_rows, context_rows))}/{len(context_rows)} "
+                f"equal, max |log-prob difference| {max(n['max_abs_log_prob_diff'] for n in nemo_rows):.2e}, "
+                f"{sum(n['frames'] != row['offline_frames'] for n, row in zip(nemo_rows, context_rows))} with a "
+                "different frame count"
+            )
     return rows
 
 

@@ -1,14 +1,13 @@
-"""File paths given as ``key=value`` overrides, checked before a script spends ~15 s importing NeMo.
-
-Plain Python: a script calls :func:`exit_on_missing_paths` on ``sys.argv`` before its NeMo imports, so a
-mistyped path fails at once with the fix instead of after the import.
-"""
+"""What our scripts share on the command line. NeMo-free: a script checks its inputs before importing NeMo (~15 s),
+so a mistyped path fails at once with the fix."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 EXIT_MISSING_PATH = 2
 # What the files named by our scripts' path keys should be, for the error message.
@@ -39,3 +38,21 @@ def exit_on_missing_paths(argv: Sequence[str], expected: Mapping[str, str]) -> N
     if problems:
         print("error: " + "\n       ".join(problems), file=sys.stderr)
         raise SystemExit(EXIT_MISSING_PATH)
+
+
+def parse_overrides(config_class: type, argv: list[str], usage: str):
+    """``key=value`` arguments -> an instance of the dataclass ``config_class`` (OmegaConf refuses unknown keys
+    and wrong types); a missing required key ends the program with ``usage``."""
+    config = OmegaConf.merge(OmegaConf.structured(config_class), OmegaConf.from_dotlist(argv))
+    missing = sorted(OmegaConf.missing_keys(config))
+    if missing:
+        raise SystemExit(f"missing {', '.join(k + '=...' for k in missing)}\n{usage}")
+    return OmegaConf.to_object(config)
+
+
+def run_script(main: Callable, parse: Callable, argv: list[str]) -> None:
+    """``main(parse(argv))``; bad options, files or models end the program with the error, whose message says the fix."""
+    try:
+        main(parse(argv))
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None

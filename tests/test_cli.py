@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nemo_streaming_ssl.cli_paths import path_arguments
+from nemo_streaming_ssl.cli import path_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 # Runs a script as __main__ and reports its exit code and whether NeMo got imported.
