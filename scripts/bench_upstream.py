@@ -10,8 +10,8 @@ Random weights, float32, batch 1 (``--batch N``: N utterances streamed together,
 streams a batch). ``--upstream`` times what SUPERB runs at every training step instead: the s3prl
 upstream's ``stream_batch`` on a padded batch (rows of ``--min-seconds`` to ``--seconds``, each ending
 at its own length) against the one-shot forward with lengths; it reports totals, ratios and errors
-only (no per-chunk times, long stream or plot). For each chunk size (default 80/200/400/600/800/1000 ms and 10 s
-"offline") it streams the same audio and reports: total time / one-shot time (the ratio), real-time
+only (no per-chunk times, long stream or plot). For each chunk size (default 80/200/400/600/800/1000 ms
+and 10 s "offline") it streams the same audio and reports: total time / one-shot time (the ratio), real-time
 factor, compute per chunk, the worst-case true latency (chunk buffering + waiting for the block's last
 frame + compute), and the streamed output's difference from the one-shot output. Each streaming run is
 timed right after its own one-shot run, so a drifting machine load skews the ratios less. Then it streams
@@ -200,7 +200,8 @@ def main() -> None:
         shortest = int((args.seconds if args.min_seconds is None else args.min_seconds) * SAMPLE_RATE)
         lengths_samples = torch.linspace(shortest, samples, args.batch).round().long().tolist()
         wav *= torch.arange(samples)[None, :] < torch.tensor(lengths_samples)[:, None]  # zero padding
-    audio_s = (sum(lengths_samples) if args.upstream else args.batch * samples) / SAMPLE_RATE  # RTF per audio second
+    # real-time factors are per second of audio
+    audio_s = (sum(lengths_samples) if args.upstream else args.batch * samples) / SAMPLE_RATE
     chunks_ms = [int(c) for c in args.chunks_ms.split(",")]
     seconds = f"{args.seconds:g}" if args.min_seconds is None else f"{args.min_seconds:g}-{args.seconds:g}"
     title = (f"streaming WavLM {cfg.num_layers} x {cfg.dim}, window {cfg.window_size}, lookahead "
