@@ -205,8 +205,8 @@ def main() -> None:
     chunks_ms = [int(c) for c in args.chunks_ms.split(",")]
     seconds = f"{args.seconds:g}" if args.min_seconds is None else f"{args.min_seconds:g}-{args.seconds:g}"
     title = (f"streaming WavLM {cfg.num_layers} x {cfg.dim}, window {cfg.window_size}, lookahead "
-             f"{cfg.lookahead_size}; {args.batch} x {seconds} s audio{', s3prl upstream' if args.upstream else ''}; float32 CPU, "
-             f"{torch.get_num_threads()} threads")
+             f"{cfg.lookahead_size}; {args.batch} x {seconds} s audio{', s3prl upstream' if args.upstream else ''}; "
+             f"float32 CPU, {torch.get_num_threads()} threads")
     print(title)
 
     with torch.inference_mode():
