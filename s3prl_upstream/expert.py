@@ -1,9 +1,10 @@
 """s3prl upstream adapter for the streaming WavLM: a list of waveforms in, s3prl's feature dict out.
 
 Inference (no gradients: s3prl's frozen upstream, evaluation, feature extraction) really streams: the batch
-goes through ``model.stream`` in chunks of ``chunk_samples``, every utterance is flushed at its own end, and
-the frames equal the one-shot forward's (the model is chunk-exact). ``model.stream`` is inference-only, so
-when gradients are on (``run_downstream.py -f``) the expert runs the equivalent one-shot forward instead.
+goes through ``model.stream`` in chunks of ``chunk_samples``, the utterances that end in the same chunk
+are flushed together, each limited to its own length, and the frames equal the one-shot forward's (the
+model is chunk-exact). ``model.stream`` is inference-only, so when gradients are on
+(``run_downstream.py -f``) the expert runs the equivalent one-shot forward instead.
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ class StreamingWavLMExpert(nn.Module):
 
     @torch.no_grad()
     def stream_batch(self, padded: Tensor, lengths: list[int]) -> list[Tensor]:
-        """padded: [B, S]; lengths: valid samples per row. Streams all rows together in chunks; a row whose
-        utterance ends inside the next chunk gets a copy of the state, its last samples and its own flush,
-        so padding never enters its frames. Returns per layer [B, T, D] (zeros past each row's end)."""
+        """padded: [B, S]; lengths: valid samples per row. Streams all rows together in chunks; the rows whose
+        utterances end inside the next chunk get their last samples in one flush that limits each row to its
+        length, so padding never enters their frames and one call ends them all whatever their lengths.
+        Returns per layer [B, T, D] (zeros past each row's end)."""
         cfg = self.model.config
         frames_total = -(-max(lengths) // cfg.hop_samples)
         hidden = [padded.new_zeros(padded.shape[0], frames_total, cfg.dim) for _ in range(cfg.num_layers)]
@@ -73,12 +75,14 @@ class StreamingWavLMExpert(nn.Module):
         while rows:
             end = start + self.chunk_samples
             ending = [i for i, row in enumerate(rows) if lengths[row] <= end]
-            for i in ending:
-                row = rows[i]
-                last, row_state = self.model.stream(padded[row: row + 1, start: lengths[row]], state.select([i]))
-                tail, _ = self.model.flush(row_state)
-                write([row], write([row], emitted, last), tail)
             if ending:
+                ending_rows = [rows[i] for i in ending]
+                ending_lengths = [lengths[row] for row in ending_rows]
+                # When every row ends here the state itself is flushed: no copy.
+                ending_state = state if len(ending) == len(rows) else state.select(ending)
+                tail, _ = self.model.flush(ending_state, padded[ending_rows, start: max(ending_lengths)],
+                                           torch.tensor(ending_lengths))
+                write(ending_rows, emitted, tail)
                 keep = [i for i in range(len(rows)) if i not in ending]
                 if not keep:
                     break

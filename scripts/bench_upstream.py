@@ -4,10 +4,14 @@
     python scripts/bench_upstream.py                       # full run: 12 x 1024, 30 s audio, 10-minute stream
     python scripts/bench_upstream.py --seconds 10 --long-minutes 0.5   # quick look
     python scripts/bench_upstream.py --batch 8 --seconds 10 --long-minutes 0  # a batch, as s3prl extracts
+    python scripts/bench_upstream.py --upstream --batch 32 --seconds 1 --chunks-ms 400  # s3prl's keyword spotting
 
 Random weights, float32, batch 1 (``--batch N``: N utterances streamed together, as the s3prl upstream
-streams a batch). For each chunk size (default 80/200/400/600/800/1000 ms and 10 s
-"offline") it streams the same audio and reports: total time / one-shot time (the ratio), real-time
+streams a batch). ``--upstream`` times what SUPERB runs at every training step instead: the s3prl
+upstream's ``stream_batch`` on a padded batch (rows of ``--min-seconds`` to ``--seconds``, each ending
+at its own length) against the one-shot forward with lengths; it reports totals, ratios and errors
+only (no per-chunk times, long stream or plot). For each chunk size (default 80/200/400/600/800/1000 ms
+and 10 s "offline") it streams the same audio and reports: total time / one-shot time (the ratio), real-time
 factor, compute per chunk, the worst-case true latency (chunk buffering + waiting for the block's last
 frame + compute), and the streamed output's difference from the one-shot output. Each streaming run is
 timed right after its own one-shot run, so a drifting machine load skews the ratios less. Then it streams
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from s3prl_upstream.expert import StreamingWavLMExpert
 from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
 
 SAMPLE_RATE = 16000
@@ -56,9 +61,10 @@ def worst_case_latency_ms(chunk_samples: int, cfg: StreamingWavLMConfig) -> floa
     return worst / SAMPLES_PER_MS
 
 
-def one_shot(model: StreamingWavLM, wav: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+def one_shot(model: StreamingWavLM, wav: torch.Tensor, lengths_samples: list[int] | None
+             ) -> tuple[float, list[torch.Tensor]]:
     start = time.perf_counter()
-    hidden, _ = model(wav)
+    hidden, _ = model(wav, None if lengths_samples is None else torch.tensor(lengths_samples))
     return time.perf_counter() - start, hidden
 
 
@@ -76,6 +82,15 @@ def stream(model: StreamingWavLM, wav: torch.Tensor, chunk_samples: int) -> tupl
     times[-1] += time.perf_counter() - begin
     outputs.append(tail)
     return times, [torch.cat(layer, dim=1) for layer in zip(*outputs)]
+
+
+def stream_upstream(model: StreamingWavLM, wav: torch.Tensor, lengths_samples: list[int], chunk_samples: int
+                    ) -> tuple[list[float], list[torch.Tensor]]:
+    """The s3prl upstream's streaming of a padded batch wav [B, S]: ([total time], per layer [B, T, D])."""
+    expert = StreamingWavLMExpert(model, chunk_samples)
+    begin = time.perf_counter()
+    hidden = expert.stream_batch(wav, lengths_samples)
+    return [time.perf_counter() - begin], hidden
 
 
 def long_stream(model: StreamingWavLM, minutes: float, chunk_ms: int) -> dict:
@@ -158,24 +173,40 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the memory/drift stream")
     parser.add_argument("--long-chunk-ms", type=int, default=400)
     parser.add_argument("--num-layers", type=int, default=12)
+    parser.add_argument("--dim", type=int, default=1024, help="model width (FFN 4 x dim, dim / 64 heads)")
     parser.add_argument("--repeats", type=int, default=1, help="timed pairs per chunk size; the fastest counts")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--batch", type=int, default=1,
                         help="utterances per run, streamed together (ratios and RTF; the long stream stays one)")
+    parser.add_argument("--upstream", action="store_true",
+                        help="time the s3prl upstream's stream_batch on a padded batch (what SUPERB runs)")
+    parser.add_argument("--min-seconds", type=float, default=None,
+                        help="with --upstream: utterance lengths spread evenly from this to --seconds")
     parser.add_argument("--out-dir", default="bench_out/upstream")
     args = parser.parse_args()
+    if args.min_seconds is not None and not args.upstream:
+        parser.error("--min-seconds needs --upstream (model.stream advances every row together)")
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = StreamingWavLMConfig(num_layers=args.num_layers)
+    cfg = StreamingWavLMConfig(num_layers=args.num_layers, dim=args.dim, ffn_dim=4 * args.dim,
+                               num_heads=args.dim // 64)
     model = StreamingWavLM(cfg).eval()
-    wav = 0.1 * torch.randn(args.batch, int(args.seconds * SAMPLE_RATE))
-    audio_s = args.batch * args.seconds  # real-time factors are per second of audio
+    samples = int(args.seconds * SAMPLE_RATE)
+    wav = 0.1 * torch.randn(args.batch, samples)
+    lengths_samples = None
+    if args.upstream:
+        shortest = int((args.seconds if args.min_seconds is None else args.min_seconds) * SAMPLE_RATE)
+        lengths_samples = torch.linspace(shortest, samples, args.batch).round().long().tolist()
+        wav *= torch.arange(samples)[None, :] < torch.tensor(lengths_samples)[:, None]  # zero padding
+    # real-time factors are per second of audio
+    audio_s = (sum(lengths_samples) if args.upstream else args.batch * samples) / SAMPLE_RATE
     chunks_ms = [int(c) for c in args.chunks_ms.split(",")]
+    seconds = f"{args.seconds:g}" if args.min_seconds is None else f"{args.min_seconds:g}-{args.seconds:g}"
     title = (f"streaming WavLM {cfg.num_layers} x {cfg.dim}, window {cfg.window_size}, lookahead "
-             f"{cfg.lookahead_size}; {args.batch} x {args.seconds:g} s audio; float32 CPU, "
-             f"{torch.get_num_threads()} threads")
+             f"{cfg.lookahead_size}; {args.batch} x {seconds} s audio{', s3prl upstream' if args.upstream else ''}; "
+             f"float32 CPU, {torch.get_num_threads()} threads")
     print(title)
 
     with torch.inference_mode():
@@ -183,30 +214,39 @@ def main() -> None:
         stream(model, wav[:, : 2 * SAMPLE_RATE], 400 * SAMPLES_PER_MS)
         rows = []
         for chunk_ms in chunks_ms:
+            def run_stream() -> tuple[list[float], list[torch.Tensor]]:
+                if args.upstream:
+                    return stream_upstream(model, wav, lengths_samples, chunk_ms * SAMPLES_PER_MS)
+                return stream(model, wav, chunk_ms * SAMPLES_PER_MS)
+
             # Each streaming run is paired with a one-shot run next to it (machine load drifts); with
             # --repeats, the pairs alternate their order and the fastest run of each kind counts.
             one_shot_runs, stream_runs = [], []
             for repeat in range(args.repeats):
                 if repeat % 2:
-                    stream_runs.append(stream(model, wav, chunk_ms * SAMPLES_PER_MS))
-                one_shot_runs.append(one_shot(model, wav))
+                    stream_runs.append(run_stream())
+                one_shot_runs.append(one_shot(model, wav, lengths_samples))
                 if not repeat % 2:
-                    stream_runs.append(stream(model, wav, chunk_ms * SAMPLES_PER_MS))
+                    stream_runs.append(run_stream())
             one_shot_s, reference = min(one_shot_runs, key=lambda run: run[0])
             times, streamed = min(stream_runs, key=lambda run: sum(run[0]))
             rows.append({
                 "chunk_ms": chunk_ms, "label": "offline" if chunk_ms >= 10_000 else f"{chunk_ms} ms",
-                "total_s": sum(times), "one_shot_s": one_shot_s, "num_chunks": len(times),
+                "total_s": sum(times), "one_shot_s": one_shot_s,
                 "ratio_vs_one_shot": sum(times) / one_shot_s, "rtf": sum(times) / audio_s,
-                "compute_ms_per_chunk_mean": 1e3 * statistics.mean(times),
-                "compute_ms_per_chunk_p95": 1e3 * sorted(times)[int(0.95 * (len(times) - 1))],
-                "worst_latency_ms_without_compute": worst_case_latency_ms(chunk_ms * SAMPLES_PER_MS, cfg),
                 "relative_error_vs_one_shot": max(float((s - r).norm() / r.norm()) for s, r in zip(streamed, reference)),
                 "max_abs_error_vs_one_shot": max(float((s - r).abs().max()) for s, r in zip(streamed, reference)),
             })
-            rows[-1]["worst_latency_ms"] = rows[-1]["worst_latency_ms_without_compute"] + rows[-1]["compute_ms_per_chunk_p95"]
+            if not args.upstream:
+                latency_ms = worst_case_latency_ms(chunk_ms * SAMPLES_PER_MS, cfg)
+                compute_p95_ms = 1e3 * sorted(times)[int(0.95 * (len(times) - 1))]
+                rows[-1].update({
+                    "num_chunks": len(times), "compute_ms_per_chunk_mean": 1e3 * statistics.mean(times),
+                    "compute_ms_per_chunk_p95": compute_p95_ms, "worst_latency_ms_without_compute": latency_ms,
+                    "worst_latency_ms": latency_ms + compute_p95_ms,
+                })
             print(f"  {rows[-1]['label']:>8}: streaming {sum(times):7.2f} s, one-shot {one_shot_s:6.2f} s", flush=True)
-        long = long_stream(model, args.long_minutes, args.long_chunk_ms)
+        long = None if args.upstream else long_stream(model, args.long_minutes, args.long_chunk_ms)
 
     one_shot_runs = [r["one_shot_s"] for r in rows]
     one_shot_s = statistics.median(one_shot_runs)
@@ -218,17 +258,21 @@ def main() -> None:
     print(f"{'chunk':>8} {'stream s':>9} {'1-shot s':>9} {'ratio':>6} {'RTF':>6} {'ms/chunk':>9} {'p95':>7} "
           f"{'latency ms':>11} {'rel err':>8} {'max abs':>8}")
     for r in rows:
+        per_chunk = (f"{'-':>9} {'-':>7} {'-':>11}" if args.upstream else
+                     f"{r['compute_ms_per_chunk_mean']:9.1f} {r['compute_ms_per_chunk_p95']:7.1f} {r['worst_latency_ms']:11.0f}")
         print(f"{r['label']:>8} {r['total_s']:9.2f} {r['one_shot_s']:9.2f} {r['ratio_vs_one_shot']:6.2f} {r['rtf']:6.3f} "
-              f"{r['compute_ms_per_chunk_mean']:9.1f} {r['compute_ms_per_chunk_p95']:7.1f} {r['worst_latency_ms']:11.0f} "
-              f"{r['relative_error_vs_one_shot']:8.1e} {r['max_abs_error_vs_one_shot']:8.1e}")
-    print(f"long stream: {long['minutes']:.1f} min in {long['chunk_ms']} ms chunks: per chunk median (min) "
-          f"{long['early_ms_per_chunk']:.0f} ({long['early_ms_per_chunk_min']:.0f}) ms early vs "
-          f"{long['late_ms_per_chunk']:.0f} ({long['late_ms_per_chunk_min']:.0f}) ms late; RSS {long['rss_mib_early']:.0f} MiB early vs "
-          f"{long['rss_mib_end']:.0f} MiB at the end; KV cache at most {long['kv_cache_frames_max']} frames")
+              f"{per_chunk} {r['relative_error_vs_one_shot']:8.1e} {r['max_abs_error_vs_one_shot']:8.1e}")
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    if args.upstream:
+        print(f"wrote {out_dir / 'results.json'}")
+        return
+    print(f"long stream: {long['minutes']:.1f} min in {long['chunk_ms']} ms chunks: per chunk median (min) "
+          f"{long['early_ms_per_chunk']:.0f} ({long['early_ms_per_chunk_min']:.0f}) ms early vs "
+          f"{long['late_ms_per_chunk']:.0f} ({long['late_ms_per_chunk_min']:.0f}) ms late; RSS {long['rss_mib_early']:.0f} MiB early vs "
+          f"{long['rss_mib_end']:.0f} MiB at the end; KV cache at most {long['kv_cache_frames_max']} frames")
     plot(results, out_dir / "bench_upstream.png")
     print(f"wrote {out_dir / 'results.json'} and {out_dir / 'bench_upstream.png'}")
 

@@ -4,6 +4,7 @@ every hub entry on a padded batch, s3prl's Featurizer and S3PRLUpstream, and the
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -44,20 +45,53 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got - want).abs().max() / want.abs().max()).item()
 
 
+def assert_each_utterance_alone(hidden: list[torch.Tensor], alone: list[list[torch.Tensor]], lengths, label) -> None:
+    """hidden: per layer [B, T, D] of a padded batch, T = ceil(max length / 320); alone: per utterance, per
+    layer [T_b, D]. Each row's frames equal its utterance alone, and are zero past its end."""
+    assert len(hidden) == NUM_LAYERS
+    frames = math.ceil(max(lengths) / HOP)
+    for b, length in enumerate(lengths):
+        valid = math.ceil(length / HOP)
+        for layer in range(NUM_LAYERS):
+            assert hidden[layer].shape == (len(lengths), frames, DIM)
+            assert relative_error(hidden[layer][b, :valid], alone[b][layer]) < TOLERANCE, (label, b, layer)
+            assert not hidden[layer][b, valid:].any()  # zeros past the end
+
+
 @pytest.mark.parametrize("name, overrides", [(name, {}) for name in hubconf.ENTRIES]
                          + [("streaming_wavlm", {"chunk_ms": 30})])  # 480 samples: not even a whole frame
 def test_every_entry_streams_the_one_shot_features_of_each_utterance(name, overrides, ckpt, wavs, reference):
     upstream = hubconf.ENTRIES[name](ckpt=ckpt, **overrides)
     with torch.no_grad():  # the streaming path (s3prl runs frozen upstreams under no_grad)
         hidden = upstream(wavs)["hidden_states"]
-    assert len(hidden) == NUM_LAYERS
-    frames = math.ceil(max(LENGTHS) / HOP)
-    for b, length in enumerate(LENGTHS):
-        valid = math.ceil(length / HOP)
-        for layer in range(NUM_LAYERS):
-            assert hidden[layer].shape == (len(LENGTHS), frames, DIM)
-            assert relative_error(hidden[layer][b, :valid], reference[b][layer]) < TOLERANCE, (name, b, layer)
-            assert not hidden[layer][b, valid:].any()  # zeros past the end
+    assert_each_utterance_alone(hidden, reference, LENGTHS, name)
+
+
+@pytest.mark.parametrize("chunk_ms, lengths", [
+    (400, (16000, 15000, 13001, 12801)),  # 6400-sample chunks: every row ends in the third chunk
+    (375, (16000, 15000, 13001, 12001)),  # 6000 samples, not a whole number of 320-sample frames: the same
+    (400, (12800, 16000, 6400, 6401, 800)),  # rows ending on chunk boundaries, three ending chunks
+    (30, LENGTHS),  # 480 samples: five rows ending in five chunks
+], ids=["same-chunk", "same-chunk-uneven", "boundaries", "each-own-chunk"])
+def test_rows_ending_in_the_same_chunk_flush_together(monkeypatch, ckpt, chunk_ms, lengths):
+    """One flush per chunk in which rows end, however many rows end there and whatever their lengths (a flush
+    per row made SUPERB's keyword spotting several times slower), and each row still its utterance alone."""
+    upstream = hubconf.streaming_wavlm(ckpt=ckpt, chunk_ms=chunk_ms)
+    calls = Counter()
+    for name in ("stream", "flush"):  # count the calls; the real methods still do the work
+        def counted(*args, _name=name, _method=getattr(upstream.model, name), **kwargs):
+            calls[_name] += 1
+            return _method(*args, **kwargs)
+        monkeypatch.setattr(upstream.model, name, counted)
+    generator = torch.Generator().manual_seed(11)
+    wavs = [0.1 * torch.randn(n, generator=generator) for n in lengths]
+    with torch.no_grad():
+        hidden = upstream(wavs)["hidden_states"]
+        alone = [[layer[0] for layer in upstream.model(wav[None])[0]] for wav in wavs]
+    chunk_samples = chunk_ms * 16
+    ending_chunks = {math.ceil(n / chunk_samples) - 1 for n in lengths}  # chunk k holds samples up to (k + 1) * chunk
+    assert calls == {"flush": len(ending_chunks), "stream": max(ending_chunks)}
+    assert_each_utterance_alone(hidden, alone, lengths, chunk_ms)
 
 
 def test_output_keys_and_downsample_rate(ckpt, wavs):

@@ -193,3 +193,35 @@ def test_benchmark_latency_formula_matches_real_emission(model, wav, chunk_ms):
     call = torch.searchsorted(emitted_after, first_frame, right=True)  # first call after which it is out
     worst = int(((call + 1) * chunk - (samples + 1)).max())
     assert worst / 16 == bench.worst_case_latency_ms(chunk, model.config)
+
+
+def test_flush_ends_rows_of_different_lengths_together(model):
+    """flush(state, piece, valid_samples): each row stops at its own length, even before the piece (15500) or
+    a window past its start (22222); its frames equal the utterance alone, padding content never matters."""
+    torch.manual_seed(3)
+    lengths = [15500, 16000, 16001, 17000, 22222]
+    batch = torch.randn(len(lengths), max(lengths))  # the padding past each length is noise, not zeros
+    state = model.init_state(len(lengths))
+    outputs = []
+    for start in range(0, 16000, 5333):
+        new, state = model.stream(batch[:, start : min(start + 5333, 16000)], state)
+        outputs.append(new)
+    tail, state = model.flush(state, batch[:, 16000:], torch.tensor(lengths))
+    streamed = [torch.cat(layer, dim=1) for layer in zip(*outputs, tail)]
+    for i, length in enumerate(lengths):
+        with torch.no_grad():
+            alone, _ = model(batch[i : i + 1, :length])
+        frames = alone[0].shape[1]
+        for layer, (s, a) in enumerate(zip(streamed, alone)):
+            assert relative_error(s[i, :frames], a[0]) < 1e-4, f"row {i} layer {layer}"
+            assert not s[i, frames:].any()
+
+
+@pytest.mark.parametrize("length", [15040, 16001])
+def test_flush_refuses_lengths_outside_what_was_emitted_and_seen(model, wav, length):
+    """After 16000 samples 48 frames are out: a row needs 48 frames (15041 samples or more), and it cannot be
+    longer than the samples seen."""
+    state = model.init_state(2)
+    model.stream(wav[:, :16000], state)
+    with pytest.raises(ValueError, match=r"valid_samples must be \[2\] lengths in \[15041, 16000\]"):
+        model.flush(state, None, torch.tensor([16000, length]))

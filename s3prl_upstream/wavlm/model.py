@@ -140,22 +140,39 @@ class StreamingWavLM(nn.Module):
         """Feed ``piece`` [B, s] (any s >= 0). Returns (per layer [B, t, D] newly final frames, state);
         t is a multiple of the block size (possibly 0). The state is updated in place and returned."""
         self._check_stream(state)
-        if piece.dim() != 2 or piece.shape[0] != state.batch_size or not piece.is_floating_point():
-            raise ValueError(f"piece must be a float tensor [{state.batch_size}, samples], got "
-                             f"{tuple(piece.shape)} {piece.dtype}")
+        self._take(piece, state)
         cfg = self.config
-        state.sample_buffer = torch.cat([state.sample_buffer, piece.to(state.sample_buffer)], dim=1)
-        state.samples_seen += piece.shape[1]
         frames_available = math.ceil(state.samples_seen / cfg.hop_samples)
         if frames_available - state.frames_emitted < cfg.block_frames:
             return self._no_frames(state), state
         return self._advance(state, final=False), state
 
     @torch.no_grad()
-    def flush(self, state: StreamingState) -> tuple[list[Tensor], StreamingState]:
-        """End of stream: returns (per layer [B, t < C, D] the last, partial block, state). The state is spent."""
+    def flush(self, state: StreamingState, piece: Tensor | None = None, valid_samples: Tensor | None = None
+              ) -> tuple[list[Tensor], StreamingState]:
+        """End of stream: feed the last samples ``piece`` [B, s] (None: none) and return (per layer [B, t, D]
+        every frame not emitted yet, state); t < C without a piece. The state is spent.
+
+        valid_samples: [B] each row's utterance length in samples from the stream start (None: all samples
+        seen), so rows ending at different points of ``piece`` flush together: row b's frames from
+        ceil(valid_samples[b] / 320) on are zero and no valid frame sees them (the front end is causal and
+        the attention limits each row, as the one-shot forward with lengths does). No frame already emitted
+        may lie past a row's end (ValueError), hence the piece: stream() would emit its blocks unlimited.
+        """
         self._check_stream(state)
-        tail = self._advance(state, final=True)
+        frame_limits = None
+        if valid_samples is not None:
+            valid_samples = torch.as_tensor(valid_samples).to(torch.long)
+            samples_seen = state.samples_seen + (0 if piece is None else piece.shape[-1])
+            frame_limits = self.frame_lengths(valid_samples)
+            if (valid_samples.shape != (state.batch_size,) or bool((valid_samples > samples_seen).any())
+                    or bool((frame_limits < state.frames_emitted).any())):
+                shortest = max(0, self.config.hop_samples * (state.frames_emitted - 1) + 1)  # no emitted frame past it
+                raise ValueError(f"valid_samples must be [{state.batch_size}] lengths in [{shortest}, {samples_seen}] "
+                                 f"samples ({state.frames_emitted} frames emitted), got {valid_samples.tolist()}")
+        if piece is not None:
+            self._take(piece, state)
+        tail = self._advance(state, final=True, frame_limits=frame_limits)
         state.finished = True
         return tail, state
 
@@ -165,13 +182,21 @@ class StreamingWavLM(nn.Module):
         if state.finished:
             raise ValueError("this stream was flushed; start a new one with init_state()")
 
+    def _take(self, piece: Tensor, state: StreamingState) -> None:
+        """Append ``piece`` [B, s] to the samples waiting for the front end."""
+        if piece.dim() != 2 or piece.shape[0] != state.batch_size or not piece.is_floating_point():
+            raise ValueError(f"piece must be a float tensor [{state.batch_size}, samples], got "
+                             f"{tuple(piece.shape)} {piece.dtype}")
+        state.sample_buffer = torch.cat([state.sample_buffer, piece.to(state.sample_buffer)], dim=1)
+        state.samples_seen += piece.shape[1]
+
     def _no_frames(self, state: StreamingState) -> list[Tensor]:
         empty = state.frame_buffer.new_zeros(state.batch_size, 0, self.config.dim)
         return [empty] * self.config.num_layers
 
-    def _advance(self, state: StreamingState, final: bool) -> list[Tensor]:
+    def _advance(self, state: StreamingState, final: bool, frame_limits: Tensor | None = None) -> list[Tensor]:
         """Run the front end on the buffered samples, then the layers on every complete block
-        (and on the partial last block when ``final``)."""
+        (and on the partial last block when ``final``). frame_limits: [B] frames per row (None: all)."""
         cfg = self.config
         features, state.conv_pending = self.feature_extractor(state.sample_buffer, state.conv_pending, True)
         state.sample_buffer = state.sample_buffer[:, :0]
@@ -182,7 +207,8 @@ class StreamingWavLM(nn.Module):
         state.frame_buffer = frames[:, ready:]
         if ready == 0:
             return self._no_frames(state)
-        hidden, state.kv_cache = self.encoder(frames[:, :ready], first_frame=state.frames_emitted, frame_limits=None,
-                                              caches=state.kv_cache, keep_frames=cfg.kv_cache_frames)
+        hidden, state.kv_cache = self.encoder(frames[:, :ready], first_frame=state.frames_emitted,
+                                              frame_limits=frame_limits, caches=state.kv_cache,
+                                              keep_frames=cfg.kv_cache_frames)
         state.frames_emitted += ready
         return hidden
