@@ -50,7 +50,9 @@ NO_EFFECT_KEYS = ("max_cached_steps", "use_flex_attention")
 
 @dataclass(frozen=True)
 class StreamingWavLMConfig:
-    """Architecture of the streaming WavLM (REFERENCE section 4). Frames are 20 ms (320 samples at 16 kHz)."""
+    """Architecture of the streaming WavLM (QUICKSTART.md, "Architecture and checkpoint layout").
+
+    Frames are 20 ms (320 samples at 16 kHz)."""
 
     hidden_dims: tuple[int, ...] = (512,) * 7
     kernel_sizes: tuple[int, ...] = (10,) + (3,) * 4 + (2,) * 2
