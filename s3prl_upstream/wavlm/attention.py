@@ -1,7 +1,8 @@
 """Block-causal sliding-window self-attention with WavLM's gated relative position bias.
 
 Causal rule (QUICKSTART.md, "Architecture and checkpoint layout"): frames form blocks of C = lookahead + 1.
-A query at frame p sees keys k with end - window <= k < end, end = min((p // C + 1) * C, frames so far). Non-causal: every valid key.
+A query at frame p sees keys k with end - window <= k < end, end = min((p // C + 1) * C, frames so far).
+Non-causal: every valid key.
 Padded queries (p >= an utterance's length) see only themselves, so no softmax row is empty and valid
 frames never see padding.
 """
