@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in (
         ("install-hook", "write streaming_ssl_s3prl.pth into site-packages (needed after `pip install -e`)"),
         ("remove-hook", "delete that .pth file"),
-        ("status", "show whether the hook is installed and s3prl.hub lists the streaming_wavlm entries"),
+        ("status", "show whether the hook is installed and s3prl.hub lists the streaming_wavlm and streaming_nest entries"),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--site-dir", type=Path, default=default_site_dir(),

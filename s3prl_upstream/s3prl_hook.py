@@ -1,4 +1,4 @@
-"""Import hook: adds our streaming WavLM entries to ``s3prl.hub`` the moment anything imports it.
+"""Import hook: adds our streaming WavLM and NEST entries to ``s3prl.hub`` the moment anything imports it.
 
 ``s3prl.hub`` is a fixed list of imports with no plugin mechanism, and every s3prl caller (run_downstream.py,
 the Runner, ``S3PRLUpstream``) does ``getattr(s3prl.hub, name)``. A ``.pth`` file in site-packages
@@ -57,7 +57,7 @@ def register_into(hub) -> None:
         register(hub)
     except Exception as error:  # noqa: BLE001 - any failure here must leave s3prl usable
         print(
-            f"streaming-ssl: could not add the streaming_wavlm entries to s3prl.hub: {type(error).__name__}: "
+            f"streaming-ssl: could not add the streaming_wavlm/streaming_nest entries to s3prl.hub: {type(error).__name__}: "
             f"{error}\n  Check the installation with `streaming-ssl-s3prl status`.",
             file=sys.stderr,
         )

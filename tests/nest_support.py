@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -64,3 +65,17 @@ def run_pretrain(args: list[str], cwd: Path, timeout: float = 400) -> subprocess
         text=True,
         timeout=timeout,
     )
+
+
+def finetune_config(pretrained: Path, corpus: dict, config_name: str = "fastconformer_ctc_streaming_finetune", **overrides):
+    """The shipped config (composed by Hydra, as the script does) pointed at ``pretrained`` and the corpus."""
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        cfg = compose(config_name)
+    cfg.pretrained_nemo = str(pretrained)
+    if cfg.get("tokenizer_build") is not None:
+        cfg.tokenizer_build.dir = tempfile.mkdtemp(prefix="tokenizer", dir=corpus["train"].parent)
+    cfg.model.train_ds.manifest_filepath = str(corpus["train"])
+    cfg.model.validation_ds.manifest_filepath = str(corpus["val"])
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return cfg

@@ -14,20 +14,18 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from nemo_streaming_ssl.asr.pretrained_config import PretrainedMismatchError, merge_module_config
 from nemo_streaming_ssl.data.manifest import ManifestError, read_manifest, write_manifest
 
-from .nest_support import model_config
+from .nest_support import finetune_config, model_config
 from .script_loader import load_script
 from .streaming_helpers import speech
 
@@ -55,20 +53,6 @@ def save_nest(path: Path, *overrides: str, config_name: str = "nest_fast-conform
 @pytest.fixture(scope="module")
 def pretrained_nemo(tmp_path_factory) -> Path:
     return save_nest(tmp_path_factory.mktemp("nest") / "nest_lookahead.nemo", "mode=lookahead")
-
-
-def finetune_config(pretrained: Path, corpus: dict, config_name: str = "fastconformer_ctc_streaming_finetune", **overrides):
-    """The shipped config (composed by Hydra, as the script does) pointed at ``pretrained`` and the corpus."""
-    with initialize_config_dir(str(REPO / "conf"), version_base=None):
-        cfg = compose(config_name)
-    cfg.pretrained_nemo = str(pretrained)
-    if cfg.get("tokenizer_build") is not None:
-        cfg.tokenizer_build.dir = tempfile.mkdtemp(prefix="tokenizer", dir=corpus["train"].parent)
-    cfg.model.train_ds.manifest_filepath = str(corpus["train"])
-    cfg.model.validation_ds.manifest_filepath = str(corpus["val"])
-    for key, value in overrides.items():
-        OmegaConf.update(cfg, key, value, force_add=True)
-    return cfg
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def test_fresh_interpreter_finds_the_entries_in_s3prl_hub(wheel_venv, tmp_path):
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.pt")
     probe = (
         "import argparse, torch, s3prl.hub as hub\n"
-        "print(sorted(n for n in hub.options() if n.startswith('streaming_wavlm')))\n"
+        "print(sorted(n for n in hub.options() if n.startswith('streaming_')))\n"
         f"upstream = getattr(hub, 'streaming_wavlm_200ms')(ckpt={str(ckpt)!r})\n"
         "with torch.no_grad():\n"
         "    hidden = upstream([torch.randn(16000), torch.randn(8000)])['hidden_states']\n"
@@ -104,7 +104,7 @@ def test_s3prl_still_imports_when_registration_fails(tmp_path):
     result = run([python, "-c", "import s3prl.hub as hub; print(callable(hub.wavlm_local), hasattr(hub, 'streaming_wavlm'))"],
                  env=env)
     assert result.stdout.strip().splitlines()[-1] == "True False"
-    assert "streaming-ssl: could not add the streaming_wavlm entries to s3prl.hub: ModuleNotFoundError" in result.stderr
+    assert "streaming-ssl: could not add the streaming_wavlm/streaming_nest entries to s3prl.hub: ModuleNotFoundError" in result.stderr
 
 
 def test_launcher_stops_early_with_the_fix(tmp_path, monkeypatch):

@@ -26,15 +26,22 @@ def load_s3prl_checkpoint(path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Trains 2 steps (a checkpoint after each). Returns (workdir, venv python, env, experiment dir, stderr)."""
+def s3prl_venv(tmp_path_factory):
+    """The s3prl-like folder and a venv set up as `make install` does. Returns (workdir, venv python, env)."""
     root = tmp_path_factory.mktemp("run_downstream")
     workdir = make_s3prl_workdir(root)
-    ckpt = save_tiny_checkpoint(root / "tiny.pt")
     python, _ = make_venv(root / "venv")
     install_project(python, root, editable=True)
     env = child_env(with_repo_on_path=False)
     run([python.parent / "streaming-ssl-s3prl", "install-hook"], env=env)
+    return workdir, python, env
+
+
+@pytest.fixture(scope="module")
+def trained(s3prl_venv, tmp_path_factory):
+    """Trains 2 steps (a checkpoint after each). Returns (workdir, venv python, env, experiment dir, stderr)."""
+    workdir, python, env = s3prl_venv
+    ckpt = save_tiny_checkpoint(tmp_path_factory.mktemp("wavlm") / "tiny.pt")
     result = run([python, "run_downstream.py", "-m", "train", "-u", ENTRY, "-k", ckpt, "-d", "example", "-n", "exp",
                   "--device", "cpu"], cwd=workdir, env=env)
     return workdir, python, env, workdir / "result" / "downstream" / "exp", result.stderr
@@ -73,3 +80,21 @@ def test_resume_training_through_the_launcher(trained, tmp_path):
     state = load_s3prl_checkpoint(resumed / "states-3.ckpt")
     assert state["Step"] == 3 and state["Args"].upstream == ENTRY
     assert sorted(p.name for p in resumed.glob("states-*.ckpt")) == ["states-2.ckpt", "states-3.ckpt"]  # from step 1 on
+
+
+def test_streaming_nest_entry_trains_through_the_same_hook(s3prl_venv, tmp_path):
+    """A streaming NEST .nemo (lookahead mode: 400 ms attention chunks) as the upstream of the same run."""
+    from nemo_streaming_ssl.streaming.untrained import untrained_model
+    from tests.streaming_helpers import MODES
+
+    workdir, python, env = s3prl_venv
+    torch.manual_seed(0)
+    nemo = tmp_path / "ssl.nemo"
+    untrained_model(MODES["lookahead"]).save_to(str(nemo))
+    result = run([python, "run_downstream.py", "-m", "train", "-u", "streaming_nest_400ms", "-k", nemo, "-d", "example",
+                  "-n", "nest", "--device", "cpu"], cwd=workdir, env={**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    # (1 thread: 2 threads spin on a busy 2-core machine; this run took 54 s with them, 10 s without)
+    assert "[Featurizer] - The selected feature hidden_states's downsample rate is 1280" in result.stderr
+    state = load_s3prl_checkpoint(workdir / "result" / "downstream" / "nest" / "states-2.ckpt")
+    assert state["Step"] == 2 and state["Args"].upstream == "streaming_nest_400ms"
+    assert state["Featurizer"]["weights"].shape == (3,)  # the first layer's input + 2 layer outputs

@@ -58,10 +58,10 @@ def assert_each_utterance_alone(hidden: list[torch.Tensor], alone: list[list[tor
             assert not hidden[layer][b, valid:].any()  # zeros past the end
 
 
-@pytest.mark.parametrize("name, overrides", [(name, {}) for name in hubconf.ENTRIES]
+@pytest.mark.parametrize("name, overrides", [(name, {}) for name in hubconf.WAVLM_ENTRIES]
                          + [("streaming_wavlm", {"chunk_ms": 30})])  # 480 samples: not even a whole frame
 def test_every_entry_streams_the_one_shot_features_of_each_utterance(name, overrides, ckpt, wavs, reference):
-    upstream = hubconf.ENTRIES[name](ckpt=ckpt, **overrides)
+    upstream = hubconf.WAVLM_ENTRIES[name](ckpt=ckpt, **overrides)
     with torch.no_grad():  # the streaming path (s3prl runs frozen upstreams under no_grad)
         hidden = upstream(wavs)["hidden_states"]
     assert_each_utterance_alone(hidden, reference, LENGTHS, name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from nemo.collections.asr.parts.preprocessing.features import FilterbankFeatures
@@ -83,6 +85,26 @@ def test_stream_equals_offline(models, utterances, mode, chunks, piece):
         assert (log_probs - expected.log_probs).abs().max() < TOL
         # frames arrive in order, numbered, and never more than one chunk per step
         assert [o.first_frame for o in outputs] == list(torch.cumsum(torch.tensor([0] + [len(o.frames) for o in outputs[:-1]]), 0))
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_layer_streams_as_offline(models, utterances, mode):
+    """hidden_states=True: each layer's streamed frames equal NeMo's offline forward with hooks on its layers;
+    [0] is what NeMo feeds layer 0 (the pre_encode output x sqrt(d_model)), [-1] the encoder output."""
+    model = models[mode]
+    runner = StreamingEncoderRunner(model, chunk_frames=2 * (model.encoder.att_context_size[1] + 1), hidden_states=True)
+    audio = utterances[0]
+    expected = runner.offline(audio)
+    frames, _, outputs = stream(runner, audio, 592)
+    hidden = torch.cat([o.hidden_states for o in outputs], dim=1)
+    assert hidden.shape == (len(model.encoder.layers) + 1, *expected.frames.shape)
+    assert (hidden - expected.hidden_states).abs().max() < TOL
+    assert torch.equal(hidden[-1], frames)
+    with torch.inference_mode():
+        mels, mel_lengths = runner.preprocessor(input_signal=audio[None], length=torch.tensor([audio.numel()]))
+        subsampled, _ = runner.encoder.pre_encode(x=mels.transpose(1, 2), lengths=mel_lengths)
+    assert runner.encoder.pos_enc.xscale == math.sqrt(model.cfg.encoder.d_model)
+    assert (expected.hidden_states[0] - runner.encoder.pos_enc.xscale * subsampled[0]).abs().max() < TOL
 
 
 def test_batch_of_streams_with_different_lengths_and_pieces(models, utterances):

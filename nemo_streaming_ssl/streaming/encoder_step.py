@@ -53,6 +53,7 @@ def encoder_step(
     att_cache: torch.Tensor,
     att_cache_lengths: torch.Tensor,
     conv_cache: torch.Tensor,
+    keep_hidden: bool = False,
 ):
     """One chunk through the encoder.
 
@@ -63,8 +64,10 @@ def encoder_step(
         att_cache: (L, B, heads, C, 2 d_head) keys | values of the cached frames, right-aligned; C = slots.
         att_cache_lengths: (B,) real cached frames per stream.
         conv_cache: (L, B, D, K-1) last inputs of each layer's causal depthwise convolution.
+        keep_hidden: also return the hidden states of the new frames (else None).
     Returns:
-        encoded (B, D, T), lengths (B,), new keys | values (L, B, heads, T, 2 d_head), next conv cache.
+        encoded (B, D, T), lengths (B,), new keys | values (L, B, heads, T, 2 d_head), next conv cache,
+        hidden states (L+1, B, T, D): the first layer's input (``pos_enc`` output), then each layer's output.
     """
     x, lengths = encoder.pre_encode(x=mels.transpose(1, 2), lengths=mel_lengths)
     x = x[:, drop_frames:]
@@ -72,6 +75,7 @@ def encoder_step(
     cache_frames = att_cache.shape[3]
     x, pos_emb = encoder.pos_enc(x=x, cache_len=cache_frames)
     pad_mask, att_mask = attention_masks(encoder, cache_frames, x.shape[1], att_cache_lengths, lengths)
+    hidden = [x] if keep_hidden else None
     new_kv, next_conv = [], []
     for layer, layer_att_cache, layer_conv_cache in zip(encoder.layers, att_cache, conv_cache):
         x, kv, conv = layer(
@@ -84,6 +88,10 @@ def encoder_step(
         )
         new_kv.append(kv)
         next_conv.append(conv)
+        if hidden is not None:
+            hidden.append(x)
     if encoder.out_proj is not None:
         x = encoder.out_proj(x)
-    return x.transpose(1, 2), lengths, torch.stack(new_kv), torch.stack(next_conv)
+    return x.transpose(1, 2), lengths, torch.stack(new_kv), torch.stack(next_conv), (
+        None if hidden is None else torch.stack(hidden)
+    )

@@ -41,6 +41,7 @@ from .compat import NotStreamableError, StreamingSpec, streaming_spec
 from .convolution import use_channels_last_convolution
 from .encoder_step import encoder_step
 from .features import StreamingLogMel
+from .hidden_states import encoder_hidden_states
 from .latency import LatencyReport, algorithmic_latency
 from .layer import use_lean_streaming_layers
 from .state import EncoderStreamState, GroupCache, KeyValueWindow, StepRecord, StreamingState, StreamState
@@ -59,6 +60,8 @@ class StreamOutput:
     # prediction of token first_token + i (token k = mel frames [8k, 8k+7]; negative: no token)
     log_probs: torch.Tensor | None = None
     first_token: int | None = None
+    # (L+1, T, D) if asked: the first Conformer layer's input, then each layer's output (see hidden_states.py)
+    hidden_states: torch.Tensor | None = None
 
 
 class StreamingEncoderRunner:
@@ -67,13 +70,15 @@ class StreamingEncoderRunner:
     Args:
         model: a restored NeMo model with ``preprocessor``, ``encoder`` (and ``decoder`` for posteriors).
         chunk_frames: encoder frames per step, a multiple of the attention chunk (lookahead + 1);
-            default one attention chunk. Alternatively ``chunk_ms``.
+            default one attention chunk. Alternatively ``chunk_ms``, or ``min_chunk_ms``: the fewest
+            whole attention chunks that last at least this long (e.g. 10000 for an "offline" chunk).
         att_context_size: pick one of the encoder's ``att_context_size`` options (default: its first).
         max_left_context_frames: cache size for unlimited left context (``-1``). Output equals the
             offline forward for streams up to this many frames; longer streams keep running, each
             frame then seeing (at least) this many frames back. Default: the encoder's
             ``pos_emb_max_len`` (10240 frames = 819 s in our configs), rounded down to whole attention chunks.
         posteriors: also return the decoder's token log-probabilities per frame.
+        hidden_states: also return every layer's frames (``StreamOutput.hidden_states``).
         max_chunks_per_step: when a piece completes several chunks at once, they run as one encoder
             step (same output, less overhead), up to this many.
         device: where the runner's copy of the model runs (default: where ``model`` is).
@@ -90,9 +95,11 @@ class StreamingEncoderRunner:
         *,
         chunk_frames: int | None = None,
         chunk_ms: float | None = None,
+        min_chunk_ms: float | None = None,
         att_context_size: Sequence[int] | None = None,
         max_left_context_frames: int | None = None,
         posteriors: bool = False,
+        hidden_states: bool = False,
         max_chunks_per_step: int = 16,
         device: str | torch.device | None = None,
         copy_model: bool = True,
@@ -104,9 +111,10 @@ class StreamingEncoderRunner:
         self.spec: StreamingSpec = streaming_spec(self, name=type(model).__name__)
         self.device = next(self.encoder.parameters()).device
         self.features = StreamingLogMel(self.preprocessor.featurizer)
-        self.chunk_frames = self._resolve_chunk(chunk_frames, chunk_ms)
+        self.chunk_frames = self._resolve_chunk(chunk_frames, chunk_ms, min_chunk_ms)
         self.att_cache_frames = self._resolve_att_cache(max_left_context_frames)
         self.posteriors = posteriors
+        self.hidden_states = hidden_states
         self.max_chunks_per_step = max(1, max_chunks_per_step)
         if posteriors:
             if self.decoder is None:
@@ -164,10 +172,12 @@ class StreamingEncoderRunner:
     def allowed_chunk_ms(self, count: int = 4) -> list[float]:
         return [k * self.spec.att_chunk_frames * self.frame_ms for k in range(1, count + 1)]
 
-    def _resolve_chunk(self, chunk_frames: int | None, chunk_ms: float | None) -> int:
+    def _resolve_chunk(self, chunk_frames: int | None, chunk_ms: float | None, min_chunk_ms: float | None = None) -> int:
         step = self.spec.att_chunk_frames
-        if chunk_frames is not None and chunk_ms is not None:
-            raise ValueError("give chunk_frames or chunk_ms, not both")
+        if sum(x is not None for x in (chunk_frames, chunk_ms, min_chunk_ms)) > 1:
+            raise ValueError("give one of chunk_frames, chunk_ms, min_chunk_ms")
+        if min_chunk_ms is not None:
+            return step * max(1, math.ceil(min_chunk_ms / (step * self.frame_ms) - 1e-9))
         if chunk_ms is not None:
             frames = chunk_ms / self.frame_ms
             if abs(frames - round(frames)) > 1e-6:
@@ -201,6 +211,13 @@ class StreamingEncoderRunner:
         if frames < step:
             raise ValueError(f"max_left_context_frames must be at least one attention chunk ({step} frames)")
         return frames
+
+    def refresh(self) -> None:
+        """Call after the weights or the device of the streamed modules changed (fine-tuning steps, ``.to()``):
+        re-reads the device and drops the position tables projected with the old weights."""
+        self.device = next(self.encoder.parameters()).device
+        for attention in self.attention:
+            attention.position_table = None
 
     @property
     def latency(self) -> LatencyReport:
@@ -338,7 +355,7 @@ class StreamingEncoderRunner:
         conv_cache = torch.stack([e.conv_cache for e in encs], dim=1)
         prepare_position_tables(self.encoder, self.attention, cache_frames + step_frames)
 
-        encoded, encoded_len, att_next, conv_next = encoder_step(
+        encoded, encoded_len, att_next, conv_next, hidden = encoder_step(
             self.encoder,
             signal,
             lengths,
@@ -346,6 +363,7 @@ class StreamingEncoderRunner:
             att_cache,
             torch.tensor(valid, device=self.device),
             conv_cache,
+            keep_hidden=self.hidden_states,
         )
         if self.posteriors:
             with typecheck.disable_checks():  # NeMo's per-call type checks cost more than a small chunk's compute
@@ -357,7 +375,12 @@ class StreamingEncoderRunner:
         for i, (b, e, take, x) in enumerate(zip(members, encs, takes, inputs)):
             n = int(encoded_len[i])
             outputs.append(
-                self._output(e.frames_emitted, encoded[i, :, :n].T, None if log_probs is None else log_probs[i, :n])
+                self._output(
+                    e.frames_emitted,
+                    encoded[i, :, :n].T,
+                    None if log_probs is None else log_probs[i, :n],
+                    None if hidden is None else hidden[:, i, :n],
+                )
             )
             frames.append(n)
             if valid[i] + n > self.att_cache_frames and self.spec.left_context_frames < 0:
@@ -423,17 +446,23 @@ class StreamingEncoderRunner:
             )
             self._warned_sliding = True
 
-    def _output(self, first_frame: int, frames: torch.Tensor, log_probs: torch.Tensor | None) -> StreamOutput:
+    def _output(
+        self, first_frame: int, frames: torch.Tensor, log_probs: torch.Tensor | None, hidden: torch.Tensor | None = None
+    ) -> StreamOutput:
         first_token = first_frame - self.token_frame_offset if self.posteriors else None
-        return StreamOutput(first_frame=first_frame, frames=frames, log_probs=log_probs, first_token=first_token)
+        return StreamOutput(
+            first_frame=first_frame, frames=frames, log_probs=log_probs, first_token=first_token, hidden_states=hidden
+        )
 
     def _join(self, outs: list[StreamOutput], stream: StreamState) -> StreamOutput:
         if not outs:
             empty = torch.zeros(0, self.spec.d_model, device=self.device)
             log_probs = self._no_log_probs if self.posteriors else None
-            return self._output(stream.encoder.frames_emitted, empty, log_probs)
+            hidden = empty.expand(self.num_layers + 1, 0, -1) if self.hidden_states else None
+            return self._output(stream.encoder.frames_emitted, empty, log_probs, hidden)
         log_probs = torch.cat([o.log_probs for o in outs]) if self.posteriors else None
-        return self._output(outs[0].first_frame, torch.cat([o.frames for o in outs]), log_probs)
+        hidden = torch.cat([o.hidden_states for o in outs], dim=1) if self.hidden_states else None
+        return self._output(outs[0].first_frame, torch.cat([o.frames for o in outs]), log_probs, hidden)
 
     # ---------------------------------------------------------------- reference
 
@@ -443,10 +472,13 @@ class StreamingEncoderRunner:
         audio = as_mono_float(audio, 0, 0).to(self.device)
         length = torch.tensor([audio.numel()], device=self.device)
         feats, feat_len = self.preprocessor(input_signal=audio[None], length=length)
-        encoded, encoded_len = self.encoder(audio_signal=feats, length=feat_len)
+        if self.hidden_states:  # NeMo's forward, with hooks on its layers
+            encoded, encoded_len, hidden = encoder_hidden_states(self.encoder, feats, feat_len)
+        else:
+            (encoded, encoded_len), hidden = self.encoder(audio_signal=feats, length=feat_len), None
         n = int(encoded_len[0])
         log_probs = self.decoder(encoder_output=encoded)[0, :n] if self.posteriors else None
-        return self._output(0, encoded[0, :, :n].T, log_probs)
+        return self._output(0, encoded[0, :, :n].T, log_probs, None if hidden is None else hidden[:, 0, :n])
 
 
 def _streamed_modules(model, copy_model: bool, device) -> tuple[nn.Module, nn.Module, nn.Module | None]:
