@@ -1,10 +1,16 @@
 """Streaming safety checks: each unsafe setting is refused at construction, naming the key and the fix."""
 
+import re
+from pathlib import Path
+
 import pytest
+from hydra.utils import instantiate
 
 from nemo_streaming_ssl.models import StreamingConfigError, StreamingNESTModel
 
 from .nest_support import model_config
+
+DOCS = Path(__file__).resolve().parents[1] / "STREAMING_NEST.md"
 
 REFUSED = [
     (["model.encoder.conv_norm_type=batch_norm"], "model.encoder.conv_norm_type", "layer_norm"),
@@ -76,9 +82,29 @@ def test_offline_baseline_is_stock_nest():
     assert not model.encoder.pre_encode.is_causal and model.cfg.preprocessor.normalize == "per_feature"
 
 
-@pytest.mark.parametrize(
-    "preset, d_model, layers", [("small", 176, 16), ("medium", 256, 16), ("large", 512, 17), ("xlarge", 1024, 24)]
-)
-def test_presets_follow_the_nest_size_table(preset, d_model, layers):
-    enc = model_config(preset=preset).encoder
-    assert (enc.d_model, enc.n_layers, enc.conv_kernel_size) == (d_model, layers, 9)
+def documented_presets() -> dict[str, tuple[int, int, int, float]]:
+    """STREAMING_NEST.md's preset table: {preset: (d_model, heads, layers, encoder params in millions)}."""
+    rows = re.findall(r"^\| `(\w+)`[^|]*\| (\d+) \| (\d+) \| (\d+) \| ([\d.]+)M \|", DOCS.read_text(), re.M)
+    return {name: (int(d), int(h), int(n), float(p)) for name, d, h, n, p in rows}
+
+
+def encoder_parameters(preset: str) -> int:
+    """Encoder parameter count of a preset, from encoders of 1 and 2 layers (every layer has the same size)."""
+    cfg = model_config(preset=preset).encoder
+    counts = []
+    for layers in (1, 2):
+        cfg.n_layers = layers
+        counts.append(sum(p.numel() for p in instantiate(cfg).parameters()))
+    return counts[0] + (model_config(preset=preset).encoder.n_layers - 1) * (counts[1] - counts[0])
+
+
+def test_presets_are_the_documented_sizes():
+    """Each preset builds the d_model, heads, layers and encoder parameter count (to the printed digits) that
+    STREAMING_NEST.md states; conv kernel 9 throughout."""
+    documented = documented_presets()
+    assert set(documented) == {p.stem for p in (DOCS.parent / "conf" / "preset").glob("*.yaml")}
+    for preset, (d_model, heads, layers, millions) in documented.items():
+        enc = model_config(preset=preset).encoder
+        assert (enc.d_model, enc.n_heads, enc.n_layers, enc.conv_kernel_size) == (d_model, heads, layers, 9), preset
+        digits = len(str(millions).split(".")[1])
+        assert round(encoder_parameters(preset) / 1e6, digits) == millions, preset

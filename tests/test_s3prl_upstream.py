@@ -133,12 +133,14 @@ def test_gradient_path_matches_streaming_and_backpropagates(ckpt):
 
 
 def test_layer_count_is_the_same_in_train_and_eval(ckpt):
+    """Training with gradients (s3prl -f: the one-shot forward) and frozen eval (the streaming path) give the
+    same number of hidden states."""
     upstream = hubconf.streaming_wavlm(ckpt=ckpt)
     wavs = [torch.randn(1600)]
     counts = []
     for train in (True, False, True):
         upstream.train(train)
-        with torch.no_grad():
+        with torch.set_grad_enabled(train):
             counts.append(len(upstream(wavs)["hidden_states"]))
     assert counts == [NUM_LAYERS] * 3
 
