@@ -93,7 +93,7 @@ def _load_nest_runner(name: str, path: str, chunk: dict):
     names the entry and the -k file. ``chunk``: the runner's chunk_ms= or min_chunk_ms= argument."""
     from nemo.core import ModelPT
 
-    from nemo_streaming_ssl.streaming import NotStreamableError, StreamingEncoderRunner
+    from nemo_streaming_ssl.streaming import NotStreamableError, StreamingEncoderRunner  # NeMo allows our targets
 
     where = f"{name}: -k {path}"
     if not Path(path).is_file():

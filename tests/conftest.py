@@ -1,5 +1,6 @@
-"""Shared fixtures: a small espeak-ng corpus made once per test session (no downloads)."""
+"""Shared fixtures: a small espeak-ng corpus made once per test session (no downloads); the s3prl marker."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked s3prl are skipped, saying why, where s3prl is not installed: the NeMo 3.0 set has no
+    torchaudio 2.8, which s3prl 0.4.18 needs. With the NeMo 2.5.3 set (make test) every one of them runs."""
+    if importlib.util.find_spec("s3prl") is not None:
+        return
+    skip = pytest.mark.skip(reason="needs s3prl, installed only with the NeMo 2.5.3 set (make test; README Versions)")
+    for item in items:
+        if item.get_closest_marker("s3prl"):
+            item.add_marker(skip)

@@ -23,6 +23,8 @@ from tests.distillation_support import LARGE_STYLE, teachers, write_s3prl_wavlm 
 from tests.script_loader import load_script
 from tests.wavlm_helpers import TrainingNote
 
+pytestmark = pytest.mark.s3prl  # every test here runs s3prl (README Versions)
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "wavlm_distillation" / "distill_streaming_wavlm.py"
 TINY_RUN = [

@@ -38,6 +38,7 @@ def test_frame_counts(num_samples):
     assert valid_frames(num_samples + 399, WAVLM_CONV) == student
 
 
+@pytest.mark.s3prl
 def test_s3prl_teacher_frames_match_the_student_grid(teachers):
     teacher, _ = load_teacher(teachers["large"], [1, 2, 3])
     for num_samples in (400, 1000, 3201, 8000):
@@ -48,6 +49,7 @@ def test_s3prl_teacher_frames_match_the_student_grid(teachers):
         assert [tuple(h.shape) for h in out.layers] == [(2, frames, 32)] * 3
 
 
+@pytest.mark.s3prl
 def test_s3prl_teacher_matches_s3prl_upstream_hidden_states(teachers):
     """Our teacher's layer outputs are s3prl's own WavLM expert's hidden states on the left-padded waveform."""
     from s3prl.upstream.wavlm.expert import UpstreamExpert
@@ -65,6 +67,7 @@ def test_s3prl_teacher_matches_s3prl_upstream_hidden_states(teachers):
     assert len(teacher.model.encoder.layers) == 2  # layers past the last distilled one are dropped
 
 
+@pytest.mark.s3prl
 def test_large_style_teacher_normalizes_waveform_like_s3prl(teachers):
     """normalize=True checkpoints see each crop at zero mean, unit variance: the input scale does not matter."""
     teacher, _ = load_teacher(teachers["large"], [3])
@@ -72,6 +75,7 @@ def test_large_style_teacher_normalizes_waveform_like_s3prl(teachers):
     torch.testing.assert_close(teacher(wav).layers[0], teacher(5.0 * wav + 0.3).layers[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.s3prl
 def test_teacher_layer_selection_and_errors(teachers, tmp_path):
     wav = torch.randn(1, 2000)
     some, _ = load_teacher(teachers["large"], [1, 3])
@@ -106,6 +110,7 @@ def test_teacher_layer_selection_and_errors(teachers, tmp_path):
         load_teacher(mismatched, [1])
 
 
+@pytest.mark.s3prl
 def test_teacher_file_is_read_weights_only_unless_trusted(teachers, tmp_path, monkeypatch):
     """The teacher goes through the streaming WavLM's loader: pickled code never runs without an opt-in."""
     monkeypatch.delenv(TRUST_PICKLE_ENV, raising=False)

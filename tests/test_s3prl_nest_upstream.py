@@ -78,6 +78,7 @@ def alone(nemo_files, wavs) -> dict[str, list[torch.Tensor]]:
     return references
 
 
+@pytest.mark.s3prl
 @pytest.mark.parametrize("model, entry", [(model, entry) for model, entries in FITTING.items() for entry in entries])
 def test_each_utterance_of_a_padded_batch_streams_as_offline_alone(hub, nemo_files, alone, wavs, model, entry):
     upstream = getattr(hub, entry)(ckpt=nemo_files[model])
@@ -95,11 +96,13 @@ def test_each_utterance_of_a_padded_batch_streams_as_offline_alone(hub, nemo_fil
     assert out["last_hidden_state"] is hidden[-1] and all(out[key] is hidden for key in TASK_KEYS)
 
 
+@pytest.mark.s3prl
 def test_fine_tuned_ctc_nemo_is_nemo_stock_classes(hub, nemo_files):
     upstream = hub.streaming_nest(ckpt=nemo_files["ctc"])
     assert (type(upstream.runner.model).__name__, type(upstream.encoder).__name__) == ("EncDecCTCModelBPE", "ConformerEncoder")
 
 
+@pytest.mark.s3prl
 def test_s3prl_featurizer_weights_every_hidden_state(hub, nemo_files, wavs):
     from s3prl.upstream.interfaces import Featurizer
 
@@ -182,6 +185,7 @@ def test_unusable_files_and_arguments_are_refused_by_name(nemo_files, tmp_path):
         hubconf.streaming_nest(ckpt=nemo_files["causal"], chunk_ms=0)
 
 
+@pytest.mark.s3prl
 def test_s3prl_hub_and_the_wavlm_entries_never_import_nemo(tmp_path):
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.pt")
     probe = (

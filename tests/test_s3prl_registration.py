@@ -34,6 +34,7 @@ def test_wheel_installs_the_hook_and_startup_stays_cheap(wheel_venv):
     assert run([python, "-c", STARTUP_PROBE], env=env).stdout.split() == ["False", "False", "1"]
 
 
+@pytest.mark.s3prl
 def test_fresh_interpreter_finds_the_entries_in_s3prl_hub(wheel_venv, tmp_path):
     python, site_dir, env = wheel_venv
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.pt")
@@ -53,6 +54,7 @@ def test_fresh_interpreter_finds_the_entries_in_s3prl_hub(wheel_venv, tmp_path):
     assert "entries in s3prl.hub: " + ", ".join(hubconf.ENTRIES) in out and "status exit code 0" in out
 
 
+@pytest.mark.s3prl
 def test_console_script_and_uninstall(wheel_venv):
     python, site_dir, env = wheel_venv
     assert "install-hook" in run([python.parent / "streaming-ssl-s3prl", "--help"], env=env).stdout
@@ -91,6 +93,7 @@ def test_hook_never_breaks_the_interpreter(tmp_path):
     assert set(result.stderr.splitlines()) == {"streaming-ssl: s3prl hook disabled: RuntimeError('half-installed')"}
 
 
+@pytest.mark.s3prl
 def test_s3prl_still_imports_when_registration_fails(tmp_path):
     """The hook loads but our entries cannot be built (here: the model package is missing): s3prl.hub imports,
     its own upstreams work, and stderr says what went wrong."""

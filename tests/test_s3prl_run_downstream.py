@@ -17,6 +17,8 @@ import yaml
 
 from tests.s3prl_support import child_env, install_project, make_s3prl_workdir, make_venv, run, save_tiny_checkpoint
 
+pytestmark = pytest.mark.s3prl  # every test here runs s3prl (README Versions)
+
 ENTRY = "streaming_wavlm_400ms"
 
 

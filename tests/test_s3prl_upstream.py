@@ -145,6 +145,7 @@ def test_layer_count_is_the_same_in_train_and_eval(ckpt):
     assert counts == [NUM_LAYERS] * 3
 
 
+@pytest.mark.s3prl
 def test_s3prl_featurizer_weights_the_layers(ckpt, wavs):
     from s3prl.upstream.interfaces import Featurizer
 
@@ -156,6 +157,7 @@ def test_s3prl_featurizer_weights_the_layers(ckpt, wavs):
     assert [tuple(f.shape) for f in features] == [(round(n / HOP), DIM) for n in LENGTHS]
 
 
+@pytest.mark.s3prl
 def test_s3prl_nn_upstream_wrapper(ckpt, wavs):
     from s3prl.nn import S3PRLUpstream
 

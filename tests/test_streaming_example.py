@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 
 from nemo_streaming_ssl.data.manifest import read_manifest
 from nemo_streaming_ssl.streaming.untrained import untrained_model
+from tests.s3prl_support import child_env, run
 from tests.script_loader import load_script
 from tests.streaming_helpers import MODES
 
@@ -44,6 +47,24 @@ def test_example_streams_a_file_and_reports(example, nemo_file, speech_corpus, t
     saved = torch.load(out)
     assert saved["frames"].shape[1] == 64 and saved["log_probs"].shape[0] == saved["frames"].shape[0]
     assert saved["first_token"] == -1  # frame 0 predicts no token: frame t predicts token t-1
+
+
+def test_example_runs_as_a_script_in_a_fresh_interpreter(nemo_file, speech_corpus):
+    """As a user runs it: nothing of ours imported beforehand (NeMo 3.0 refuses our model class unless our
+    package has put its prefix on NeMo's allow-list before the restore)."""
+    wav = read_manifest(speech_corpus["val"])[0].audio_filepath
+    result = run([sys.executable, SCRIPT, f"model_path={nemo_file}", f"audio_filepath={wav}", "chunk_ms=400"],
+                 env=child_env(with_repo_on_path=True))
+    assert f"model {nemo_file}: StreamingNESTModel" in result.stdout
+    (diff,) = re.findall(r"max \|stream - offline\| +(\S+)", result.stdout)
+    assert float(diff) < 1e-4
+
+
+def test_plain_modelpt_restore_in_a_fresh_interpreter_after_importing_our_models(nemo_file):
+    program = ("import sys; import nemo_streaming_ssl.models; from nemo.core import ModelPT; "
+               "print(type(ModelPT.restore_from(sys.argv[1], map_location='cpu')).__name__)")
+    result = run([sys.executable, "-c", program, nemo_file], env=child_env(with_repo_on_path=True))
+    assert result.stdout.splitlines()[-1] == "StreamingNESTModel"
 
 
 def test_example_refuses_bad_options_and_audio(example, nemo_file, tmp_path):

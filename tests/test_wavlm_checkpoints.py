@@ -249,6 +249,7 @@ def s3prl_layer_outputs(ref, wav: torch.Tensor) -> list[torch.Tensor]:
     return [x.transpose(0, 1) for x, _ in layer_results[1:]]
 
 
+@pytest.mark.s3prl
 def test_microsoft_checkpoint_matches_s3prl_wavlm_in_noncausal_mode(microsoft_large_style):
     ref, path = microsoft_large_style
     model = load_streaming_wavlm(path)
@@ -265,6 +266,7 @@ def test_microsoft_checkpoint_matches_s3prl_wavlm_in_noncausal_mode(microsoft_la
         assert err < 1e-5, f"layer {layer}: relative error {err:.2e}, max abs {float((a - b).abs().max()):.2e}"
 
 
+@pytest.mark.s3prl
 def test_microsoft_checkpoint_truncated_teacher_and_causal_student(microsoft_large_style):
     ref, path = microsoft_large_style
     ckpt = torch.load(path, weights_only=True)
@@ -281,6 +283,7 @@ def test_microsoft_checkpoint_truncated_teacher_and_causal_student(microsoft_lar
         load_streaming_wavlm(path, cfg.replace(num_layers=2, dim=128))
 
 
+@pytest.mark.s3prl
 @pytest.mark.parametrize("changes, reasons", [
     ({"extractor_mode": "default", "layer_norm_first": False}, ["GroupNorm", "post-LN"]),
     ({"layer_norm_first": False}, ["post-LN"]),
@@ -295,6 +298,7 @@ def test_base_style_microsoft_checkpoints_are_refused(tmp_path, changes, reasons
     assert all(r in str(info.value) for r in reasons) and "WavLM-Base-style.pt" in str(info.value)
 
 
+@pytest.mark.s3prl
 def test_microsoft_state_dict_mismatches_and_normalize_warning(microsoft_large_style):
     _, path = microsoft_large_style
     ckpt = torch.load(path, weights_only=True)

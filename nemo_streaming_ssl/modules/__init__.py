@@ -6,8 +6,9 @@ from .encoder import MultiLatencyConformerEncoder
 from .loss import MaskedTokenPredLoss
 from .masking import CausalBlockMasking
 
-# NeMo 2.5.3 builds `_target_` classes only from an allow-list of module prefixes (and only nn.Module or
-# ModelPT subclasses); add ours so configs can name these modules.
+# NeMo builds `_target_` classes only from an allow-list of module prefixes (and only nn.Module or ModelPT
+# subclasses); add ours so configs can name these modules. NeMo 3.0 also checks a .nemo's model class
+# against it, so whatever restores one of our .nemo files imports this module first.
 if "nemo_streaming_ssl." not in _nemo_common.ALLOWED_TARGET_PREFIXES:
     _nemo_common.ALLOWED_TARGET_PREFIXES.append("nemo_streaming_ssl.")
 

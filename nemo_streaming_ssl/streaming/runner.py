@@ -34,6 +34,9 @@ from nemo.core import ModelPT
 from nemo.core.classes.common import typecheck
 from torch import nn
 
+# Our .nemo files name our model class, which NeMo 3.0 checks against its `_target_` allow-list before it
+# imports anything: importing our modules adds our prefix, so from_nemo (and hubconf) restore in any interpreter.
+from .. import modules as _allow_our_targets  # noqa: F401
 from ..receptive_field import ReceptiveField
 from .attention import prepare_position_tables, use_key_value_cache
 from .audio_input import as_mono_float, check_sample_rate
