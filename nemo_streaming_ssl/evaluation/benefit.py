@@ -214,6 +214,8 @@ def pretrain(arm: Arm, s: BenefitSettings, corpus: dict[str, Path], seed: int, o
         "log_num_classes": math.log(int(cfg.model.num_classes)),
         "train_losses": recorder.losses,
     }
+    # Beside the .nemo, so that a later run given this file (--nemo) still reports how it was pretrained.
+    Path(f"{out_path}.pretraining.json").write_text(json.dumps(record))
     return model.eval(), record
 
 
@@ -347,6 +349,9 @@ def run_benchmark(s: BenefitSettings, command: str = "") -> dict[str, Any]:
         t0 = time.perf_counter()
         if given:
             model = StreamingNESTModel.restore_from(given, map_location="cpu").eval()
+            sidecar = Path(f"{given}.pretraining.json")
+            if sidecar.is_file():
+                run["pretraining"] = json.loads(sidecar.read_text())
         elif arm.pretrain:
             model, run["pretraining"] = pretrain(arm, s, corpus, seed, out / "models" / f"{arm.name}_seed{seed}.nemo")
         else:
