@@ -38,7 +38,7 @@ def parse_nemo(values: list[str]) -> dict[str, list[str]]:
     return given
 
 
-def main() -> None:
+def parse_settings(argv: list[str] | None = None) -> BenefitSettings:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for results.json, table.txt, probe_accuracy.png, models/")
     parser.add_argument("--data-dir", default=None, help="where the corpus and keyword clips are made/reused (default OUT/data)")
@@ -55,15 +55,18 @@ def main() -> None:
     parser.add_argument("--probe-weight-decay", type=float, default=ProbeSettings.weight_decay)
     parser.add_argument("--nemo", action="append", default=[], metavar="ARM=PATH", help="use this .nemo for ARM (repeat)")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every arm, e.g. model.optim.lr=2.0")
-    args = parser.parse_args()
-    settings = BenefitSettings(
+    parser.add_argument(
+        "--override", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+        help="Hydra overrides for every arm, e.g. --override model.optim.lr=2.0 model.masking.block_size=16",
+    )
+    args = parser.parse_args(argv)
+    return BenefitSettings(
         out_dir=args.out,
         data_dir=args.data_dir or str(Path(args.out) / "data"),
         arms=tuple(args.arms),
         preset=args.preset,
         mode=args.mode,
-        overrides=tuple(args.overrides),
+        overrides=tuple(args.override),
         seeds=tuple(args.seeds),
         max_steps=args.steps,
         batch_size=args.batch_size,
@@ -73,10 +76,14 @@ def main() -> None:
         nemo_files=parse_nemo(args.nemo),
         progress=not args.no_progress,
     )
+
+
+def main() -> None:
+    settings = parse_settings()
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     results = run_benchmark(settings, command)
     print(results["table"])
-    print(f"wall time: {results['wall_s']['total']:.0f} s; results in {Path(args.out).resolve()}")
+    print(f"wall time: {results['wall_s']['total']:.0f} s; results in {Path(settings.out_dir).resolve()}")
 
 
 if __name__ == "__main__":

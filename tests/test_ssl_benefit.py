@@ -13,6 +13,8 @@ import torch
 from nemo_streaming_ssl.evaluation import KeywordTaskError, build_keyword_task, layer_features, probe_accuracy, read_clips
 from nemo_streaming_ssl.evaluation.benefit import ARMS, BenefitSettings, run_benchmark
 from nemo_streaming_ssl.streaming.untrained import untrained_model
+from tests.script_loader import load_script
+from tests.nest_support import REPO_ROOT
 
 TINY_TASK = dict(keywords=("bat", "cat", "pit"), accents=("en-us",), train_variants=("m1", "f1"), test_variants=("m6",))
 
@@ -134,3 +136,14 @@ def test_layer_features_do_not_depend_on_the_batch():
     for i, clip in enumerate(clips):
         alone = layer_features(model, [clip], batch_size=1)
         assert np.allclose(alone[:, 0], together[:, i], atol=1e-4)
+
+
+def test_command_line_keeps_seeds_and_overrides_apart(tmp_path):
+    script = load_script(REPO_ROOT / "scripts" / "ssl_benefit.py")
+    s = script.parse_settings(
+        ["--out", str(tmp_path), "--seeds", "0", "1", "--override", "model.optim.lr=2.0", "model.masking.block_size=16"]
+    )
+    assert s.seeds == (0, 1) and s.overrides == ("model.optim.lr=2.0", "model.masking.block_size=16")
+    assert s.data_dir == str(tmp_path / "data") and s.arms == tuple(ARMS)
+    with pytest.raises(SystemExit, match="ARM=PATH"):
+        script.parse_settings(["--out", str(tmp_path), "--nemo", "teacher=x.nemo"])
