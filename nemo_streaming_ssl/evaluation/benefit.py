@@ -272,7 +272,8 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
 
 def format_table(summary: dict[str, dict], chance: float) -> str:
     """The result table, from the measurements."""
-    head = f"{'arm':<12}{'runs':>5}  {'best layer acc':<30}{'last layer acc':<30}{'val loss':<16}{'token entropy':<13}"
+    width = max(12, *(len(arm) + 2 for arm in summary))
+    head = f"{'arm':<{width}}{'runs':>5}  {'best layer acc':<30}{'last layer acc':<30}{'val loss':<16}{'token entropy':<13}"
     lines = [head, "-" * len(head)]
     for arm, row in summary.items():
         cells = []
@@ -282,7 +283,7 @@ def format_table(summary: dict[str, dict], chance: float) -> str:
         loss = row.get("val_loss_after")
         loss_cell = f"{loss['mean']:.3f} ±{loss['std']:.3f}" if loss else "-"
         entropy = row["target_entropy_nats"]["mean"]
-        lines.append(f"{arm:<12}{row['runs']:>5}  {cells[0]:<30}{cells[1]:<30}{loss_cell:<16}{entropy:<13.3f}")
+        lines.append(f"{arm:<{width}}{row['runs']:>5}  {cells[0]:<30}{cells[1]:<30}{loss_cell:<16}{entropy:<13.3f}")
     lines.append(f"accuracy: mean ±std [min, max] over runs (pretraining seeds); chance {chance:.3f}")
     lines.append(
         "val loss: masked-token cross-entropy after pretraining (nats); token entropy: unigram entropy of the "
