@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import statistics
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -304,9 +305,10 @@ def plot(summary: dict[str, dict], chance: float, path: Path, title: str) -> Non
         ax.errorbar(layers, row["per_layer_mean"], yerr=row["per_layer_std"], marker="o", capsize=3, label=f"{arm} (n={row['runs']})")
     ax.axhline(chance, color="grey", linestyle=":", label="chance")
     ax.set_xlabel("layer (0 = subsampled pre-encode output)")
+    ax.set_xticks(np.arange(max(len(row["per_layer_mean"]) for row in summary.values())))
     ax.set_ylabel("keyword probe accuracy (unseen voices)")
     ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 90), fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
