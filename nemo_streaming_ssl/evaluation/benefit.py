@@ -211,6 +211,7 @@ def pretrain(arm: Arm, s: BenefitSettings, corpus: dict[str, Path], seed: int, o
     window = max(1, min(20, len(recorder.losses) // 5))
     record = {
         "nemo": str(out_path),
+        "seed": seed,
         "steps": len(recorder.losses),
         "train_loss_first": statistics.mean(recorder.losses[:window]),
         "train_loss_last": statistics.mean(recorder.losses[-window:]),
@@ -365,6 +366,7 @@ def run_benchmark(s: BenefitSettings, command: str = "") -> dict[str, Any]:
             sidecar = Path(f"{given}.pretraining.json")
             if sidecar.is_file():
                 run["pretraining"] = json.loads(sidecar.read_text())
+                run["seed"] = run["pretraining"].get("seed")
         elif arm.pretrain:
             model, run["pretraining"] = pretrain(arm, s, corpus, seed, out / "models" / f"{arm.name}_seed{seed}.nemo")
         else:
