@@ -140,3 +140,29 @@ def token_prediction_frames(
     )
     frames = torch.where(valid, frames, torch.zeros_like(frames))
     return frames, valid
+
+
+TARGET_ALIGNMENTS = ("earliest_complete", "same_index")
+
+
+def same_index_frames(
+    token_lengths: torch.Tensor, encoded_lengths: torch.Tensor, num_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``target_alignment: same_index``: token k is scored at encoder frame k, as offline NEST does.
+
+    This is "truncate to the common length" (NVIDIA-NeMo PR #15589's proposal for causal encoders): outputs,
+    masks and tokens cut to min(frames, tokens). For a causal encoder frame k sees mel frames up to 8k, so
+    all of token k ([8k, 8k+7]) but its first mel frame lies in the frame's future. Kept as an ablation of
+    ``earliest_complete`` (``token_prediction_frames``).
+
+    Args:
+        token_lengths: (B,) whole tokens in each utterance.
+        encoded_lengths: (B,) encoder frames of each utterance.
+        num_tokens: K, the token axis of the batch.
+    Returns:
+        frames: (B, K) long, k for every token (0 where invalid); valid: (B, K) bool, k < both lengths.
+    """
+    tokens = torch.arange(num_tokens, device=token_lengths.device).unsqueeze(0)
+    valid = (tokens < token_lengths.unsqueeze(1)) & (tokens < encoded_lengths.unsqueeze(1))
+    frames = torch.where(valid, tokens, torch.zeros_like(tokens))
+    return frames, valid

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nemo_streaming_ssl.receptive_field import ReceptiveField, token_prediction_frames
+from nemo_streaming_ssl.receptive_field import ReceptiveField, same_index_frames, token_prediction_frames
 
 
 def causal_encoder_length(mel_frames: int, factor: int = 8) -> int:
@@ -101,3 +101,25 @@ def test_latency_properties():
     assert ReceptiveField(8, -1, 2, chunked=False, num_layers=3).min_lookahead_frames == 6
     with pytest.raises(ValueError, match="lookahead_frames"):
         ReceptiveField(8, -1, -1)
+
+
+def test_same_index_frames_are_the_token_index_within_both_lengths():
+    """same_index: token k <- frame k, cut to the common length (hand-computed).
+
+    Utterance 0: 45 mel frames -> 5 whole tokens, 7 encoder frames (45 -> 23 -> 12 -> 7): tokens 0..4 at frames 0..4.
+    Utterance 1: 5 tokens but only 3 encoder frames: tokens 3, 4 have no frame of the same index.
+    """
+    frames, valid = same_index_frames(torch.tensor([5, 5]), torch.tensor([7, 3]), 6)
+    assert frames.tolist() == [[0, 1, 2, 3, 4, 0], [0, 1, 2, 0, 0, 0]]
+    assert valid.tolist() == [[True] * 5 + [False], [True, True, True, False, False, False]]
+    # earliest_complete for the same causal utterance: one frame later (k+1), and token 4 needs frame 5 < 7
+    causal, causal_valid = token_prediction_frames(torch.tensor([5]), torch.tensor([7]), 5, ReceptiveField(8, -1, 0))
+    assert causal.tolist() == [[1, 2, 3, 4, 5]] and causal_valid.all()
+
+
+def test_same_index_frame_sees_only_the_first_mel_frame_of_its_token():
+    """Why same_index is an ablation for causal encoders: frame k ends at mel frame 8k, token k spans [8k, 8k+7]."""
+    field = ReceptiveField(8, -1, 0)
+    tokens = torch.arange(20)
+    frames, _ = same_index_frames(torch.tensor([20]), torch.tensor([21]), 20)
+    assert torch.equal(field.last_mel_frame(frames[0]), 8 * tokens)  # 7 of the token's 8 mel frames are unseen

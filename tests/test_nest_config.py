@@ -33,6 +33,7 @@ REFUSED = [
     (["model.mask_position=post_conv"], "model.mask_position", "pre_conv"),
     (["model.quantizer.combine_time_steps=4"], "model.quantizer.combine_time_steps", "set it to 8"),
     (["model.target_normalize=whole"], "model.target_normalize", "per_feature"),
+    (["model.target_alignment=next_frame"], "model.target_alignment", "('earliest_complete', 'same_index')"),
     (["model.encoder.att_context_size=[4,0]", "model.masking.left_context_size=2"], "model.masking.left_context_size", "<= 5"),
     (
         ["model.encoder.att_context_style=regular", "model.encoder.att_context_size=[64,2]", "model.masking.left_context_size=2"],

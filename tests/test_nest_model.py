@@ -173,6 +173,25 @@ def test_only_fully_masked_predictable_tokens_are_scored(models):
     assert torch.equal(aligned[0, :5], log_probs[0, 1:6])  # token k <- frame k+1 (causal)
 
 
+def test_same_index_alignment_scores_token_k_at_frame_k():
+    """model.target_alignment=same_index: outputs cut to the tokens, token k <- frame k, same scoring rule."""
+    model = StreamingNESTModel(model_config("model.target_alignment=same_index")).eval()
+    num_tokens, steps = 6, 8
+    masks = torch.zeros(1, 80, num_tokens * steps + 3)
+    masks[:, :, 0:8] = 1.0  # token 0: fully masked -> scored (frame 0 exists)
+    masks[:, :, 8:14] = 1.0  # token 1: partly masked -> not scored
+    masks[:, :, 32:48] = 1.0  # tokens 4, 5: fully masked; frame 5 is beyond enc_len 5 -> token 5 not scored
+    log_probs = torch.randn(1, 7, 10, 1).log_softmax(2)
+    tokens = torch.zeros(1, num_tokens, 1, dtype=torch.long)
+    aligned, _, scored_masks, _ = model.align_to_tokens(
+        log_probs, torch.tensor([5]), masks, tokens, feat_lengths=torch.tensor([num_tokens * steps + 3])
+    )
+    scored = scored_masks[0, 0].view(num_tokens, steps).amin(1) > 0
+    assert scored.tolist() == [True, False, False, False, True, False]
+    assert torch.equal(aligned[0, :5], log_probs[0, :5])  # token k <- frame k: the first K frames
+    assert aligned.shape[1] == num_tokens and scored_masks.shape[-1] == num_tokens * steps
+
+
 def test_loss_is_zero_not_nan_without_scored_tokens(models):
     model = models["causal"]
     audio, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 9000])

@@ -24,11 +24,16 @@ class LossRecorder(pl.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-@pytest.mark.parametrize("mode", ["causal", "lookahead", "left_context"])
-def test_mode_trains_with_decreasing_loss(speech_corpus, mode):
+@pytest.mark.parametrize(
+    "mode, alignment",
+    [("causal", "earliest_complete"), ("lookahead", "earliest_complete"), ("left_context", "earliest_complete"), ("causal", "same_index")],
+)
+def test_mode_trains_with_decreasing_loss(speech_corpus, mode, alignment):
     torch.manual_seed(0)
     random.seed(0)
-    cfg = compose_config(f"mode={mode}", "model.optim.sched.warmup_steps=20", corpus=speech_corpus)
+    cfg = compose_config(
+        f"mode={mode}", f"model.target_alignment={alignment}", "model.optim.sched.warmup_steps=20", corpus=speech_corpus
+    )
     recorder = LossRecorder()
     trainer = pl.Trainer(
         accelerator="cpu",

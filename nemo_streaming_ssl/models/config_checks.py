@@ -12,6 +12,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig
 
 from ..modules import CausalBlockMasking, MultiLatencyConformerEncoder
+from ..receptive_field import TARGET_ALIGNMENTS
 
 CAUSAL_SUBSAMPLING = ("dw_striding", "striding")  # the ConvSubsampling kinds with a causal variant
 TARGET_NORMALIZE = (None, "NA", "per_feature", "all_features")
@@ -156,6 +157,13 @@ def _check_masking(masking: DictConfig, enc: DictConfig, pairs: list[list[int]],
                 f"(model.encoder.att_context_size pair {i}: [{left}, {right}])",
                 f"keep block_size/{factor} + left_context_size <= {left + 1}",
             )
+
+
+def check_target_alignment(cfg: DictConfig) -> None:
+    """Refuse an unknown ``model.target_alignment`` (checked in every mode; only streaming uses it)."""
+    value = cfg.get("target_alignment", "earliest_complete")
+    if value not in TARGET_ALIGNMENTS:
+        _fail("target_alignment", f"unknown value '{value}'", f"use one of {TARGET_ALIGNMENTS}")
 
 
 def check_streaming_config(cfg: DictConfig) -> None:

@@ -13,8 +13,8 @@ from nemo.collections.asr.parts.preprocessing.features import normalize_batch
 from nemo.core.classes.common import typecheck
 
 from ..modules import MultiLatencyConformerEncoder
-from ..receptive_field import ReceptiveField, token_prediction_frames
-from .config_checks import check_streaming_config
+from ..receptive_field import ReceptiveField, same_index_frames, token_prediction_frames
+from .config_checks import check_streaming_config, check_target_alignment
 
 
 class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
@@ -26,7 +26,8 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
     * targets are the quantized clean features, utterance-normalized only for the quantizer if
       ``model.target_normalize`` says so, cut to whole tokens (any feature length works);
     * token k is predicted by the encoder frame given by ``token_prediction_frames`` for the attention
-      context the encoder used for this batch (the pair drawn in multi-latency training);
+      context the encoder used for this batch (the pair drawn in multi-latency training); with
+      ``model.target_alignment: same_index`` (an ablation) by frame k instead (``same_index_frames``);
     * only tokens that are fully masked and have a predicting frame are scored.
 
     ``forward`` then returns, per token: log_probs (B, K, C, H) gathered at the predicting frames,
@@ -39,6 +40,7 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
         if not isinstance(cfg, DictConfig):
             cfg = OmegaConf.create(cfg)
+        check_target_alignment(cfg)
         if cfg.get("streaming", True):
             check_streaming_config(cfg)  # refuse before building anything
         super().__init__(cfg, trainer)
@@ -46,6 +48,10 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
     @property
     def streaming(self) -> bool:
         return bool(self.cfg.get("streaming", True))
+
+    @property
+    def target_alignment(self) -> str:
+        return str(self.cfg.get("target_alignment", "earliest_complete"))
 
     def receptive_field(self) -> ReceptiveField:
         """The encoder's receptive field under the attention context of its last forward (eval: the first pair)."""
@@ -76,7 +82,10 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
         """
         steps = self.encoder.subsampling_factor
         batch, num_tokens = tokens.shape[:2]
-        frames, valid = token_prediction_frames(feat_lengths // steps, encoded_len, num_tokens, self.receptive_field())
+        if self.target_alignment == "same_index":
+            frames, valid = same_index_frames(feat_lengths // steps, encoded_len, num_tokens)
+        else:
+            frames, valid = token_prediction_frames(feat_lengths // steps, encoded_len, num_tokens, self.receptive_field())
         index = frames.view(batch, num_tokens, *([1] * (log_probs.dim() - 2))).expand(-1, -1, *log_probs.shape[2:])
         token_log_probs = log_probs.gather(1, index)
         token_frames = masks[:, :, : num_tokens * steps]

@@ -19,11 +19,15 @@ STREAMING_CONFIG = "nest_fast-conformer_streaming"
 OFFLINE_CONFIG = "nest_fast-conformer_offline"
 
 
+def compose_config(overrides: Sequence[str] = (), config_name: str = STREAMING_CONFIG) -> DictConfig:
+    """The whole config of ``conf/<config_name>.yaml`` after Hydra ``overrides``, as the pretrain script sees it."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(config_name, overrides=list(overrides))
+
+
 def compose_model_config(overrides: Sequence[str] = (), config_name: str = STREAMING_CONFIG) -> DictConfig:
     """The ``model`` node of ``conf/<config_name>.yaml`` after Hydra ``overrides``, without data sections."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose(config_name, overrides=list(overrides))
-    model_cfg = cfg.model
+    model_cfg = compose_config(overrides, config_name).model
     OmegaConf.set_struct(model_cfg, False)
     for key in ("train_ds", "validation_ds", "test_ds"):
         model_cfg.pop(key, None)
