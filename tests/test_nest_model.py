@@ -155,41 +155,38 @@ def test_alignment_uses_the_pair_drawn_for_the_batch():
     assert drawn == {(-1, 0), (-1, 2)}
 
 
-def test_only_fully_masked_predictable_tokens_are_scored(models):
-    """align_to_tokens keeps a token only if all its mel frames are masked and a frame predicts it."""
-    model = models["causal"]
+def align_example(model, encoded_frames: int):
+    """align_to_tokens on 6 tokens of 8 mel frames (+3): token 0 fully masked, token 1 partly, tokens 4 and 5
+    fully. -> (per-frame log_probs (1, 7, 10, 1), aligned per-token log_probs, scored masks, scored per token)."""
     num_tokens, steps = 6, 8
     masks = torch.zeros(1, 80, num_tokens * steps + 3)
-    masks[:, :, 0:8] = 1.0  # token 0: fully masked
-    masks[:, :, 8:14] = 1.0  # token 1: partly masked -> not scored
-    masks[:, :, 32:48] = 1.0  # tokens 4, 5: fully masked, but token 5 has no predicting frame (enc_len 6)
+    masks[:, :, 0:8] = 1.0
+    masks[:, :, 8:14] = 1.0
+    masks[:, :, 32:48] = 1.0
     log_probs = torch.randn(1, 7, 10, 1).log_softmax(2)
     tokens = torch.zeros(1, num_tokens, 1, dtype=torch.long)
     aligned, _, scored_masks, _ = model.align_to_tokens(
-        log_probs, torch.tensor([6]), masks, tokens, feat_lengths=torch.tensor([num_tokens * steps + 3])
+        log_probs, torch.tensor([encoded_frames]), masks, tokens, feat_lengths=torch.tensor([num_tokens * steps + 3])
     )
-    scored = scored_masks[0, 0].view(num_tokens, steps).amin(1) > 0
-    assert scored.tolist() == [True, False, False, False, True, False]
+    return log_probs, aligned, scored_masks, (scored_masks[0, 0].view(num_tokens, steps).amin(1) > 0).tolist()
+
+
+def test_only_fully_masked_predictable_tokens_are_scored(models):
+    """align_to_tokens keeps a token only if all its mel frames are masked and a frame predicts it: token 1 is
+    partly masked; token 5 has no predicting frame with 6 encoder frames."""
+    log_probs, aligned, _, scored = align_example(models["causal"], encoded_frames=6)
+    assert scored == [True, False, False, False, True, False]
     assert torch.equal(aligned[0, :5], log_probs[0, 1:6])  # token k <- frame k+1 (causal)
 
 
 def test_same_index_alignment_scores_token_k_at_frame_k():
-    """model.target_alignment=same_index: outputs cut to the tokens, token k <- frame k, same scoring rule."""
+    """model.target_alignment=same_index: outputs cut to the tokens, token k <- frame k, same scoring rule
+    (frame 5 is beyond 5 encoder frames: token 5 is not scored)."""
     model = StreamingNESTModel(model_config("model.target_alignment=same_index")).eval()
-    num_tokens, steps = 6, 8
-    masks = torch.zeros(1, 80, num_tokens * steps + 3)
-    masks[:, :, 0:8] = 1.0  # token 0: fully masked -> scored (frame 0 exists)
-    masks[:, :, 8:14] = 1.0  # token 1: partly masked -> not scored
-    masks[:, :, 32:48] = 1.0  # tokens 4, 5: fully masked; frame 5 is beyond enc_len 5 -> token 5 not scored
-    log_probs = torch.randn(1, 7, 10, 1).log_softmax(2)
-    tokens = torch.zeros(1, num_tokens, 1, dtype=torch.long)
-    aligned, _, scored_masks, _ = model.align_to_tokens(
-        log_probs, torch.tensor([5]), masks, tokens, feat_lengths=torch.tensor([num_tokens * steps + 3])
-    )
-    scored = scored_masks[0, 0].view(num_tokens, steps).amin(1) > 0
-    assert scored.tolist() == [True, False, False, False, True, False]
+    log_probs, aligned, scored_masks, scored = align_example(model, encoded_frames=5)
+    assert scored == [True, False, False, False, True, False]
     assert torch.equal(aligned[0, :5], log_probs[0, :5])  # token k <- frame k: the first K frames
-    assert aligned.shape[1] == num_tokens and scored_masks.shape[-1] == num_tokens * steps
+    assert aligned.shape[1] == 6 and scored_masks.shape[-1] == 6 * 8
 
 
 def test_loss_is_zero_not_nan_without_scored_tokens(models):
