@@ -41,10 +41,13 @@ demo: install $(DEMO_DIR)/corpus/train.json
 	  trainer.accelerator=cpu trainer.devices=1 trainer.max_steps=$(DEMO_STEPS) trainer.log_every_n_steps=10 \
 	  exp_manager.exp_dir=$(DEMO_DIR)/experiments
 	@echo ""
-	@echo "Next (QUICKSTART.md walks through each):"
-	@echo "  stream it:  $(PY) examples/asr/speech_pretraining/streaming_inference_example.py \\"
-	@echo "                model_path=$(DEMO_NEMO) audio_filepath=$(DEMO_DIR)/corpus/speech/utt00000.wav chunk_ms=80"
-	@echo "  fine-tune:  $(PY) examples/asr/speech_to_text_finetune/finetune_streaming_ctc.py pretrained_nemo=$(DEMO_NEMO) \\"
+	@echo "Next (QUICKSTART.md walks through these and more, after: source $(VENV)/bin/activate):"
+	@echo "  stream it:  python examples/asr/speech_pretraining/streaming_inference_example.py \\"
+	@echo "                model_path=$(DEMO_NEMO) \\"
+	@echo "                audio_filepath=$(DEMO_DIR)/corpus/speech/utt00000.wav chunk_ms=80 piece_ms=37 posteriors=true"
+	@echo "  fine-tune:  python examples/asr/speech_to_text_finetune/finetune_streaming_ctc.py \\"
+	@echo "                pretrained_nemo=$(DEMO_NEMO) \\"
+	@echo "                name=ctc-demo exp_manager.exp_dir=$(DEMO_DIR)/experiments +exp_manager.version=demo \\"
 	@echo "                model.train_ds.manifest_filepath=$(DEMO_DIR)/corpus/train.json \\"
 	@echo "                model.validation_ds.manifest_filepath=$(DEMO_DIR)/corpus/val.json trainer.max_steps=200"
 	@echo "  tests:      make test"

@@ -4,6 +4,7 @@
     streaming-ssl-s3prl remove-hook  [--site-dir DIR]
     streaming-ssl-s3prl status       [--site-dir DIR]
     streaming-ssl-s3prl run-downstream [--script PATH] -- -m train -u streaming_wavlm_400ms -k ckpt.pt -d asr -n exp
+    streaming-ssl-s3prl example-task DIR [--steps N]   # DIR/downstream/example/config.yaml: a smoke task, no data
 """
 
 from __future__ import annotations
@@ -144,11 +145,20 @@ def main(argv: list[str] | None = None) -> int:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--site-dir", type=Path, default=default_site_dir(),
                              help="site-packages to use (default: this interpreter's, %(default)s)")
+    example = commands.add_parser("example-task", help="write DIR/downstream/example/config.yaml: s3prl's example "
+                                  "task (random audio and labels) as a smoke run; then run-downstream from DIR")
+    example.add_argument("folder", type=Path)
+    example.add_argument("--steps", type=int, default=4, help="training steps; states-<steps>.ckpt is saved at the end")
     commands.add_parser("run-downstream", help="register the entries, then run s3prl's run_downstream.py: "
                         "run-downstream [--script PATH] -- <run_downstream.py arguments>")
     args = parser.parse_args(argv)
     if args.command == "install-hook":
         print(f"installed {install_hook(args.site_dir)}")
+    elif args.command == "example-task":
+        from s3prl_upstream.example_task import write_example_task
+
+        print(f"wrote {write_example_task(args.folder, args.steps)}; from {args.folder}: streaming-ssl-s3prl "
+              f"run-downstream -- -m train -u <entry> -k <checkpoint> -d example -n <name> --device cpu")
     elif args.command == "remove-hook":
         removed = remove_hook(args.site_dir)
         print(f"removed {removed}" if removed else f"no {PTH_NAME} in {args.site_dir}")

@@ -13,22 +13,14 @@ from pathlib import Path
 import torch
 import yaml
 
+from s3prl_upstream.example_task import write_example_task
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SITE = Path(sysconfig.get_paths()["purelib"])  # where torch, s3prl, ... live for this interpreter
 
 # 2 layers, dim 64, 4 heads, 32 conv channels, a 16-frame window (so short audio already slides it).
 TINY_MODEL = {"wavlm": {"hidden_dims": [32] * 7, "num_layers": 2, "dim": 64, "ffn_dim": 128, "num_heads": 4,
                         "conv_pos": 16, "conv_pos_groups": 4, "window_size": 16, "lookahead_size": 3}}
-
-# A cut-down config.yaml for s3prl's `-d example` downstream (random 5-20 s audio, 48 classes): 2 training
-# steps of 1 utterance, a checkpoint after each, no evaluation while training, evaluation on 1 utterance.
-EXAMPLE_DOWNSTREAM_CONFIG = {
-    "runner": {"total_steps": 2, "gradient_clipping": 1, "gradient_accumulate_steps": 1, "log_step": 1,
-               "eval_step": 1000, "save_step": 1, "max_keep": 10, "evaluate_ratio": 0.001, "eval_dataloaders": ["dev"]},
-    "optimizer": {"name": "AdamW", "lr": 1.0e-3},
-    "downstream_expert": {"datarc": {"num_workers": 0, "train_batch_size": 1, "eval_batch_size": 1},
-                          "modelrc": {"input_dim": 16}},
-}
 
 
 def save_tiny_checkpoint(path: Path, embed_config: bool = True, seed: int = 0) -> Path:
@@ -100,13 +92,12 @@ def install_project(python: Path, root: Path, editable: bool) -> None:
     run([*pip, "--python", python, "install", *quiet[:3], wheel], env=env)
 
 
-def make_s3prl_workdir(root: Path, config: dict = EXAMPLE_DOWNSTREAM_CONFIG) -> Path:
+def make_s3prl_workdir(root: Path) -> Path:
     """What `cd s3prl/s3prl` gives in an s3prl clone: run_downstream.py (the installed one, unmodified) and
-    downstream/example/config.yaml (the pip package ships no config files)."""
+    downstream/example/config.yaml (the pip package ships no config files): 2 steps, a checkpoint after each."""
     import s3prl
 
     workdir = root / "s3prl"
-    (workdir / "downstream" / "example").mkdir(parents=True)
+    write_example_task(workdir, total_steps=2, save_step=1)
     shutil.copy(Path(s3prl.__file__).parent / "run_downstream.py", workdir / "run_downstream.py")
-    (workdir / "downstream" / "example" / "config.yaml").write_text(yaml.safe_dump(config))
     return workdir

@@ -19,7 +19,8 @@ from s3prl_upstream.distillation.student import StudentInitError
 from s3prl_upstream.distillation.teacher import StreamingWavLMTeacher, TeacherError, load_teacher
 from s3prl_upstream.wavlm import load_streaming_wavlm
 from s3prl_upstream.wavlm.checkpoint import TRUST_PICKLE_ENV
-from tests.distillation_support import LARGE_STYLE, teachers, write_s3prl_wavlm  # noqa: F401 (fixture)
+from s3prl_upstream.distillation.demo_teacher import LARGE_STYLE, write_s3prl_wavlm
+from tests.distillation_support import teachers  # noqa: F401 (fixture)
 from tests.script_loader import load_script
 from tests.wavlm_helpers import TrainingNote
 

@@ -61,7 +61,7 @@ def test_training_saves_s3prl_checkpoints(trained):
 
 def test_evaluate_from_a_checkpoint(trained):
     """s3prl's `torch.load(ckpt)` must read the pickled argparse.Namespace on torch 2.8 (weights-only default).
-    Evaluated with another entry than trained with (same features, other chunk size), as QUICKSTART suggests."""
+    Evaluated with another entry than trained with (same features, other chunk size), as STREAMING_WAVLM.md suggests."""
     workdir, python, env, expdir, _ = trained
     result = run([python, "run_downstream.py", "-m", "evaluate", "-e", expdir / "states-2.ckpt", "--device", "cpu",
                   "-o", "args.upstream=streaming_wavlm_1000ms"], cwd=workdir, env=env)

@@ -1,4 +1,4 @@
-"""Distil a streaming WavLM from a WavLM teacher (recipe: conf/streaming_wavlm_distill.yaml, README).
+"""Distil a streaming WavLM from a WavLM teacher (recipe: conf/streaming_wavlm_distill.yaml, STREAMING_WAVLM.md "Distillation").
 
     python examples/wavlm_distillation/distill_streaming_wavlm.py --config-name=streaming_wavlm_distill \
         teacher.checkpoint=/ckpt/WavLM-Large.pt data.train_manifest=/data/train.json \

@@ -1,6 +1,6 @@
 """Block-causal sliding-window self-attention with WavLM's gated relative position bias.
 
-Causal rule (QUICKSTART.md, "Architecture and checkpoint layout"): frames form blocks of C = lookahead + 1.
+Causal rule (STREAMING_WAVLM.md, "Architecture and checkpoint layout"): frames form blocks of C = lookahead + 1.
 A query at frame p sees keys k with end - window <= k < end, end = min((p // C + 1) * C, frames so far).
 Non-causal: every valid key.
 Padded queries (p >= an utterance's length) see only themselves, so no softmax row is empty and valid

@@ -1,6 +1,6 @@
 """Strict checkpoint loading for the streaming WavLM, and conversion of Microsoft/s3prl WavLM checkpoints.
 
-Accepted (QUICKSTART.md, "Checkpoints and model configs"):
+Accepted (STREAMING_WAVLM.md, "Checkpoints and model configs"):
 
 * the v0.0.2 state dict itself, or a dict holding it under ``student_state_dict`` or ``state_dict``;
   keys may carry ``module.`` / ``_orig_mod.`` prefixes (stripped);

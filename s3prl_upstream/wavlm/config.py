@@ -50,7 +50,7 @@ NO_EFFECT_KEYS = ("max_cached_steps", "use_flex_attention")
 
 @dataclass(frozen=True)
 class StreamingWavLMConfig:
-    """Architecture of the streaming WavLM (QUICKSTART.md, "Architecture and checkpoint layout").
+    """Architecture of the streaming WavLM (STREAMING_WAVLM.md, "Architecture and checkpoint layout").
 
     Frames are 20 ms (320 samples at 16 kHz)."""
 

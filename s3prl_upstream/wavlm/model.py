@@ -61,7 +61,7 @@ class StreamingState:
 class StreamingWavLM(nn.Module):
     """WavLM with a causal front end and block-causal sliding-window attention (or non-causal, offline).
 
-    State-dict keys are FocalCodec's WavLM v0.0.2 layout (QUICKSTART.md, "Architecture and checkpoint layout").
+    State-dict keys are FocalCodec's WavLM v0.0.2 layout (STREAMING_WAVLM.md, "Architecture and checkpoint layout").
     """
 
     def __init__(self, cfg: StreamingWavLMConfig | None = None) -> None:
