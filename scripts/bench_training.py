@@ -25,20 +25,18 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from nemo.collections.asr.models.ssl_models import EncDecDenoiseMaskedTokenPredModel  # noqa: E402
 
+from nemo_streaming_ssl.config import compose_config  # noqa: E402
 from nemo_streaming_ssl.models import StreamingNESTModel  # noqa: E402
 
 
 def model_config(config_name: str, overrides: list[str]) -> DictConfig:
     """The resolved ``model`` node of one of the repository's configs, without data sections."""
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base=None):
-        cfg = compose(config_name=config_name, overrides=overrides)
-    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model = OmegaConf.to_container(compose_config(config_name, overrides).model, resolve=True)
     del model["train_ds"], model["validation_ds"]
     return OmegaConf.create(model)
 

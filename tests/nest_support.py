@@ -8,15 +8,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from nemo_streaming_ssl.streaming.untrained import compose_model_config
+from nemo_streaming_ssl import config
+from nemo_streaming_ssl.streaming.untrained import STREAMING_CONFIG, compose_model_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
 PRETRAIN_SCRIPT = REPO_ROOT / "examples" / "asr" / "speech_pretraining" / "masked_token_pred_pretrain.py"
-STREAMING = "nest_fast-conformer_streaming"
 
 
 def data_overrides(corpus: dict | None, batch_size: int = 4) -> list[str]:
@@ -37,16 +35,15 @@ def data_overrides(corpus: dict | None, batch_size: int = 4) -> list[str]:
 
 
 def compose_config(
-    *overrides: str, config_name: str = STREAMING, corpus: dict | None = None, preset: str = "tiny"
+    *overrides: str, config_name: str = STREAMING_CONFIG, corpus: dict | None = None, preset: str = "tiny"
 ) -> DictConfig:
     """The full config, resolved, as the pretrain script would see it."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose(config_name=config_name, overrides=[f"preset={preset}", *data_overrides(corpus), *overrides])
+    cfg = config.compose_config(config_name, [f"preset={preset}", *data_overrides(corpus), *overrides])
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
 
 
 def model_config(
-    *overrides: str, config_name: str = STREAMING, corpus: dict | None = None, preset: str = "tiny"
+    *overrides: str, config_name: str = STREAMING_CONFIG, corpus: dict | None = None, preset: str = "tiny"
 ) -> DictConfig:
     """The ``model`` node; without a corpus it has no data sections (no loaders are built)."""
     if corpus is None:
@@ -69,8 +66,7 @@ def run_pretrain(args: list[str], cwd: Path, timeout: float = 400) -> subprocess
 
 def finetune_config(pretrained: Path, corpus: dict, config_name: str = "fastconformer_ctc_streaming_finetune", **overrides):
     """The shipped config (composed by Hydra, as the script does) pointed at ``pretrained`` and the corpus."""
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
-        cfg = compose(config_name)
+    cfg = config.compose_config(config_name)
     cfg.pretrained_nemo = str(pretrained)
     if cfg.get("tokenizer_build") is not None:
         cfg.tokenizer_build.dir = tempfile.mkdtemp(prefix="tokenizer", dir=corpus["train"].parent)

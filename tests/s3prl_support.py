@@ -79,8 +79,8 @@ def install_project(python: Path, root: Path, editable: bool) -> None:
     source.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    for package in ("s3prl_upstream", "nemo_streaming_ssl"):
-        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("s3prl_upstream", "nemo_streaming_ssl", "conf"):  # links kept: nemo_streaming_ssl/conf -> ../conf
+        shutil.copytree(REPO / folder, source / folder, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip"]
     quiet = ["-q", "--no-deps", "--no-index", "--no-build-isolation"]
     env = child_env(with_repo_on_path=False)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
+from nemo_streaming_ssl.config import compose_config
 from nemo_streaming_ssl.data.manifest import ManifestError
 from nemo_streaming_ssl.run_record import RerunError
 from s3prl_upstream.distillation.recipe import RecipeError, build, run_distillation
@@ -39,14 +39,13 @@ TINY_RUN = [
 
 def config(teacher: Path, corpus: dict, exp_dir: Path, *overrides: str):
     """The shipped Hydra config with the tiny-run overrides, composed by Hydra itself."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            "streaming_wavlm_distill",
-            overrides=[
-                f"teacher.checkpoint={teacher}", "teacher.layers=[1,2,3]", f"data.train_manifest={corpus['train']}",
-                f"data.val_manifest={corpus['val']}", f"exp_dir={exp_dir}", *TINY_RUN, *overrides,
-            ],
-        )
+    return compose_config(
+        "streaming_wavlm_distill",
+        [
+            f"teacher.checkpoint={teacher}", "teacher.layers=[1,2,3]", f"data.train_manifest={corpus['train']}",
+            f"data.val_manifest={corpus['val']}", f"exp_dir={exp_dir}", *TINY_RUN, *overrides,
+        ],
+    )
 
 
 def run_script(*overrides: str) -> subprocess.CompletedProcess:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
+from nemo_streaming_ssl.config import config_dir
 from nemo_streaming_ssl.models import StreamingConfigError, StreamingNESTModel
 
 from .nest_support import model_config
@@ -103,7 +104,7 @@ def test_presets_are_the_documented_sizes():
     """Each preset builds the d_model, heads, layers and encoder parameter count (to the printed digits) that
     STREAMING_NEST.md states; conv kernel 9 throughout."""
     documented = documented_presets()
-    assert set(documented) == {p.stem for p in (DOCS.parent / "conf" / "preset").glob("*.yaml")}
+    assert set(documented) == {p.stem for p in (config_dir() / "preset").glob("*.yaml")}
     for preset, (d_model, heads, layers, millions) in documented.items():
         enc = model_config(preset=preset).encoder
         assert (enc.d_model, enc.n_heads, enc.n_layers, enc.conv_kernel_size) == (d_model, heads, layers, 9), preset

@@ -12,10 +12,11 @@ Rerun with ``resume_from=auto`` to continue a stopped run.
 import hydra
 from omegaconf import DictConfig
 
+from nemo_streaming_ssl.config import config_dir
 from s3prl_upstream.distillation.recipe import run_distillation
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="streaming_wavlm_distill")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="streaming_wavlm_distill")
 def main(cfg: DictConfig) -> None:
     result = run_distillation(cfg)
     if result.is_global_zero:

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from ..config import compose_config
 from ..data.corpus import make_corpus
-from ..streaming.untrained import OFFLINE_CONFIG, STREAMING_CONFIG, compose_config
+from ..streaming.untrained import OFFLINE_CONFIG, STREAMING_CONFIG
 from .features import layer_features, load_audio
 from .keywords import SNR_DB, build_keyword_task, read_clips
 from .probe import ProbeSettings, probe_accuracy
@@ -185,7 +186,7 @@ def pretrain(arm: Arm, s: BenefitSettings, corpus: dict[str, Path], seed: int, o
     from ..console import StepProgressBar
     from ..models import StreamingNESTModel
 
-    cfg = compose_config([*arm_overrides(arm, s), *data_overrides(corpus, s.batch_size)], arm.config_name)
+    cfg = compose_config(arm.config_name, [*arm_overrides(arm, s), *data_overrides(corpus, s.batch_size)])
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     pl.seed_everything(seed, verbose=False)
     recorder = LossRecorder()

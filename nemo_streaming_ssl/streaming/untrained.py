@@ -9,25 +9,18 @@ dropped: these models are for inference only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from ..config import compose_config
+
 STREAMING_CONFIG = "nest_fast-conformer_streaming"
 OFFLINE_CONFIG = "nest_fast-conformer_offline"
 
 
-def compose_config(overrides: Sequence[str] = (), config_name: str = STREAMING_CONFIG) -> DictConfig:
-    """The whole config of ``conf/<config_name>.yaml`` after Hydra ``overrides``, as the pretrain script sees it."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return compose(config_name, overrides=list(overrides))
-
-
 def compose_model_config(overrides: Sequence[str] = (), config_name: str = STREAMING_CONFIG) -> DictConfig:
     """The ``model`` node of ``conf/<config_name>.yaml`` after Hydra ``overrides``, without data sections."""
-    model_cfg = compose_config(overrides, config_name).model
+    model_cfg = compose_config(config_name, overrides).model
     OmegaConf.set_struct(model_cfg, False)
     for key in ("train_ds", "validation_ds", "test_ds"):
         model_cfg.pop(key, None)

@@ -42,6 +42,7 @@ from nemo.utils import logging  # noqa: E402
 from nemo.utils.callbacks import NeMoModelCheckpoint  # noqa: E402
 from nemo.utils.exp_manager import exp_manager  # noqa: E402
 
+from nemo_streaming_ssl.config import config_dir  # noqa: E402
 from nemo_streaming_ssl.console import fold_nemo_config_dumps, progress_callbacks  # noqa: E402
 from nemo_streaming_ssl.data.manifest import ManifestError, validate_manifest  # noqa: E402
 from nemo_streaming_ssl.models import StreamingNESTModel  # noqa: E402
@@ -98,7 +99,7 @@ def nemo_file(trainer: pl.Trainer, log_dir: Path, name: str) -> Path:
     return Path(log_dir) / f"{name}.nemo"
 
 
-@hydra_runner(config_path=str(REPO_ROOT / "conf"), config_name="nest_fast-conformer_streaming")
+@hydra_runner(config_path=str(config_dir()), config_name="nest_fast-conformer_streaming")
 def main(cfg: DictConfig) -> None:
     # Every DDP process runs this script (Lightning's launcher, torchrun, SLURM); the first of each node checks the data.
     if os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")) == "0":

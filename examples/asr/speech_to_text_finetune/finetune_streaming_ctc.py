@@ -46,11 +46,10 @@ from nemo_streaming_ssl.asr.streaming_ctc import (  # noqa: E402
     attention_context,
     max_abs_log_prob_diff,
 )
+from nemo_streaming_ssl.config import config_dir  # noqa: E402
 from nemo_streaming_ssl.console import fold_nemo_config_dumps, progress_callbacks  # noqa: E402
 from nemo_streaming_ssl.data.manifest import read_manifest  # noqa: E402
 from nemo_streaming_ssl.run_record import RerunError, check_rerun, nemo_model_definition, record_run  # noqa: E402
-
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 def validation_metrics(trainer: pl.Trainer, model) -> dict[str, float]:
@@ -113,7 +112,7 @@ def streaming_report(model, cfg: DictConfig) -> list[dict]:
     return rows
 
 
-@hydra_runner(config_path=str(CONF_DIR), config_name="fastconformer_ctc_streaming_finetune")
+@hydra_runner(config_path=str(config_dir()), config_name="fastconformer_ctc_streaming_finetune")
 def main(cfg: DictConfig) -> None:
     pl.seed_everything(cfg.get("seed", 0))
     fold_nemo_config_dumps(cfg.get("verbose", False))
