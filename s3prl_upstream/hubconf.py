@@ -21,6 +21,7 @@ import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nemo_streaming_ssl.core.fast_linear import use_fast_cpu_linears
 from s3prl_upstream.expert import SAMPLE_RATE, StreamingWavLMExpert
 from s3prl_upstream.wavlm import CheckpointError, StreamingWavLM, StreamingWavLMConfig, load_streaming_wavlm
 from s3prl_upstream.wavlm.config import resolve_model_config
@@ -46,6 +47,7 @@ def _make_entry(name: str, default_chunk_ms: float):
             if ckpt is not None:
                 raise ValueError(f"{name}: got both ckpt={ckpt!r} and random_init=True; pick one")
             model = StreamingWavLM(resolve_model_config(model_config) or StreamingWavLMConfig()).eval()
+            use_fast_cpu_linears(model)
         elif ckpt is None:
             raise CheckpointError(
                 f"{name} needs a streaming WavLM checkpoint: run_downstream.py -u {name} -k /path/to/ckpt.pt "

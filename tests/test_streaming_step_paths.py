@@ -9,6 +9,7 @@ from nemo.collections.asr.parts.submodules.conformer_modules import ConformerLay
 from nemo.collections.common.parts.adapter_modules import LinearAdapterConfig
 from omegaconf import OmegaConf
 
+from nemo_streaming_ssl.core.fast_linear import FewRowCPULinear
 from nemo_streaming_ssl.streaming import StreamingEncoderRunner
 from nemo_streaming_ssl.streaming.attention import prepare_position_tables, use_key_value_cache
 from nemo_streaming_ssl.streaming.convolution import use_channels_last_convolution
@@ -123,10 +124,9 @@ def test_access_enabled_uses_nemo_path():
     assert len(saved) == 1 and torch.equal(saved[0], out)
 
 
-def test_input_major_linear_weights_keep_the_model():
-    """The runner stores every Linear weight of its copy input-major (what makes few-row products cheaper on
-    CPU): same values, state-dict keys and offline forward as the caller's model, whose weights keep their
-    layout."""
+def test_runner_gives_its_copy_fast_cpu_linears_and_keeps_the_model():
+    """The runner gives every Linear of its copy the few-row CPU path (FewRowCPULinear): same values,
+    state-dict keys and offline forward as the caller's model, which keeps plain nn.Linear."""
     torch.manual_seed(0)
     model = untrained_model(MODES["causal"])
     state = {key: value.clone() for key, value in model.state_dict().items()}
@@ -137,9 +137,8 @@ def test_input_major_linear_weights_keep_the_model():
         after, _ = model.encoder(audio_signal=features, length=torch.tensor([48]))
         copied, _ = runner.encoder(audio_signal=features, length=torch.tensor([48]))
     linears = [m for m in runner.encoder.modules() if isinstance(m, torch.nn.Linear)]
-    assert linears and all(m.weight.stride() == (1, m.out_features) for m in linears)
-    callers = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)]
-    assert all(m.weight.stride() == (m.in_features, 1) for m in callers)
+    assert linears and all(type(m) is FewRowCPULinear for m in linears)
+    assert all(type(m) is torch.nn.Linear for m in model.encoder.modules() if isinstance(m, torch.nn.Linear))
     runner_state = runner.encoder.state_dict()
     assert runner_state.keys() == {k.removeprefix("encoder.") for k in state if k.startswith("encoder.")}
     assert all(torch.equal(state[f"encoder.{key}"], value) for key, value in runner_state.items())

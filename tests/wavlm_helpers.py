@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from nemo_streaming_ssl.core.fast_linear import use_fast_cpu_linears
 from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
 
 # Tiny but complete: real front end (hop 320), 2 layers, a 16-frame window so the KV cache evicts within a
@@ -39,12 +40,14 @@ def tiny_config(**changes) -> StreamingWavLMConfig:
 
 
 def tiny_model(seed: int = 0, **changes) -> StreamingWavLM:
-    """Every parameter random (LayerNorms and gates included), so a wrong term cannot hide behind an init."""
+    """Every parameter random (LayerNorms and gates included), so a wrong term cannot hide behind an init.
+    An inference model as ``load_streaming_wavlm`` makes one: eval mode, few-row CPU linears."""
     torch.manual_seed(seed)
     model = StreamingWavLM(tiny_config(**changes))
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(1.0 + 0.1 * torch.randn_like(p) if name.endswith("norm.weight") else 0.3 * torch.randn_like(p))
+    use_fast_cpu_linears(model)
     return model.eval()
 
 

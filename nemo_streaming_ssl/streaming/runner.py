@@ -37,6 +37,7 @@ from torch import nn
 # Our .nemo files name our model class, which NeMo 3.0 checks against its `_target_` allow-list before it
 # imports anything: importing our modules adds our prefix, so from_nemo (and hubconf) restore in any interpreter.
 from .. import modules as _allow_our_targets  # noqa: F401
+from ..core.fast_linear import use_fast_cpu_linears
 from ..receptive_field import ReceptiveField
 from .attention import prepare_position_tables, use_key_value_cache
 from .audio_input import as_mono_float, check_sample_rate
@@ -48,7 +49,6 @@ from .hidden_states import encoder_hidden_states
 from .latency import LatencyReport, algorithmic_latency
 from .layer import use_lean_streaming_layers
 from .state import EncoderStreamState, GroupCache, KeyValueWindow, StepRecord, StreamingState, StreamState
-from .weight_layout import use_input_major_linear_weights
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class StreamingEncoderRunner:
         use_lean_streaming_layers(self.encoder)
         for module in (self.encoder, self.decoder):
             if module is not None:
-                use_input_major_linear_weights(module)
+                use_fast_cpu_linears(module)
         _, conv_cache, _ = self.encoder.get_initial_cache_state(batch_size=1, device=self.device)
         self._conv_cache_shape = conv_cache[:, 0].shape  # (L, D, K-1)
         self._warned_sliding = False

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .linear import PrepackedLinear
 
 if TYPE_CHECKING:
     from .encoder import KVCache
@@ -110,8 +109,8 @@ class GatedRelPosAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.dropout = dropout
-        self.qkv_proj = PrepackedLinear(dim, 3 * dim)
-        self.out_proj = PrepackedLinear(dim, dim)
+        self.qkv_proj = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
         self.gru_rel_pos_linear = nn.Linear(self.head_dim, 8)
         self.gru_rel_pos_const = nn.Parameter(torch.ones(1, num_heads, 1, 1))
 

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nemo_streaming_ssl.core.fast_linear import use_fast_cpu_linears
+
 from .config import ModelConfigError, StreamingWavLMConfig, resolve_model_config
 from .model import StreamingWavLM
 
@@ -57,7 +59,8 @@ class CheckpointError(RuntimeError):
 def load_streaming_wavlm(ckpt: str | Path | Mapping[str, Any],
                          model_config: StreamingWavLMConfig | Mapping | str | Path | None = None, *,
                          trust_pickle: bool = False) -> StreamingWavLM:
-    """Build a StreamingWavLM from a checkpoint (path or loaded dict) in any accepted format, in eval mode.
+    """Build a StreamingWavLM from a checkpoint (path or loaded dict) in any accepted format, for inference: in
+    eval mode, with the few-row CPU path of its linear layers (``use_fast_cpu_linears``; training works too).
 
     model_config (``-g``): YAML path, dict (either format) or config; None: the checkpoint's own config,
     else the defaults. trust_pickle: see :func:`read_checkpoint`. Raises CheckpointError / ModelConfigError
@@ -79,6 +82,7 @@ def load_streaming_wavlm(ckpt: str | Path | Mapping[str, Any],
         cfg = given
     model = StreamingWavLM(cfg)
     load_state_dict_strict(model, state_dict, source)
+    use_fast_cpu_linears(model)
     return model.eval()
 
 

@@ -14,7 +14,6 @@ from torch import Tensor, nn
 from .attention import AttentionSpan, GatedRelPosAttention, plan_attention_spans
 from .config import StreamingWavLMConfig
 from .frontend import PositionalConv
-from .linear import PrepackedLinear
 
 
 class KVCache:
@@ -74,8 +73,8 @@ class KVCache:
 class FeedForward(nn.Module):
     def __init__(self, dim: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
-        self.in_proj = PrepackedLinear(dim, ffn_dim)
-        self.out_proj = PrepackedLinear(ffn_dim, dim)
+        self.in_proj = nn.Linear(dim, ffn_dim)
+        self.out_proj = nn.Linear(ffn_dim, dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from .config import StreamingWavLMConfig
 from .encoder import KVCache, TransformerEncoder
 from .frontend import FeatureExtractor
-from .linear import PrepackedLinear
 
 
 @dataclass
@@ -69,7 +68,7 @@ class StreamingWavLM(nn.Module):
         self.config = cfg = cfg or StreamingWavLMConfig()
         self.feature_extractor = FeatureExtractor(cfg.hidden_dims, cfg.kernel_sizes, cfg.strides, cfg.dropout)
         self.norm = nn.LayerNorm(cfg.hidden_dims[-1])
-        self.feature_proj = PrepackedLinear(cfg.hidden_dims[-1], cfg.dim)
+        self.feature_proj = nn.Linear(cfg.hidden_dims[-1], cfg.dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.encoder = TransformerEncoder(cfg)
 

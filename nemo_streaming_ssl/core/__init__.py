@@ -1,0 +1,1 @@
+"""NeMo-free building blocks shared by both streaming models (NEST's runner and the streaming WavLM)."""
