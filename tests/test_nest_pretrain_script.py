@@ -104,7 +104,8 @@ def test_output_is_one_step_bar_with_losses_and_folded_config_dumps(ddp_run):
 
 
 def test_config_dumps_fold_unless_verbose():
-    """NeMo's logger: a multi-line record (a config dump) becomes its first line; verbose keeps it whole."""
+    """NeMo's logger: a multi-line record (a config dump) becomes its first line, a very long line (a dict dump)
+    its first 100 characters; verbose keeps both whole."""
     from nemo.utils import logging as nemo_logging
 
     from nemo_streaming_ssl.console import NEMO_LOGGER, fold_nemo_config_dumps
@@ -114,12 +115,17 @@ def test_config_dumps_fold_unless_verbose():
     handler.emit = lambda record: records.append(record.getMessage())
     logging.getLogger(NEMO_LOGGER).addHandler(handler)
     dump = "Train config:\n" + "\n".join(f"  key_{i}: {i}" for i in range(70))
+    schema = str({f"key_{i}": i for i in range(100)})  # one line of 1290 characters
     try:
         fold_nemo_config_dumps(verbose=False)
         nemo_logging.warning(dump)
+        nemo_logging.info(schema)
         fold_nemo_config_dumps(verbose=True)
         nemo_logging.warning(dump)
+        nemo_logging.info(schema)
     finally:
         logging.getLogger(NEMO_LOGGER).removeHandler(handler)
         fold_nemo_config_dumps(verbose=True)
-    assert records == ["Train config: [70 more lines hidden: verbose=true shows them]", dump]
+    assert records == ["Train config: [70 more lines hidden: verbose=true shows them]",
+                       f"{schema[:100]} [{len(schema) - 100} more characters hidden: verbose=true shows them]",
+                       dump, schema]
