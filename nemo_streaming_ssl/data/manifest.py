@@ -61,19 +61,25 @@ def probe_audio(path: str | Path, sample_rate: int) -> float:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: audio file not found")
+    return probe_audio_file(str(path), str(path), sample_rate)
+
+
+def probe_audio_file(file, where: str, sample_rate: int) -> float:
+    """``probe_audio`` for an open file or a path, ``where`` naming it in errors (e.g. archive and member)."""
     try:
-        info = sf.info(str(path))
+        info = sf.info(file)
     except Exception as exc:  # soundfile raises its own error types, all meaning "unreadable"
-        raise ManifestError(f"{path}: unreadable audio ({exc}); re-encode it as WAV or FLAC or drop it") from exc
+        raise ManifestError(f"{where}: unreadable audio ({exc}); re-encode it as WAV or FLAC or drop it") from exc
     if info.frames <= 0:
-        raise ManifestError(f"{path}: zero-length audio; drop it from the manifest")
+        raise ManifestError(f"{where}: zero-length audio; drop it from the manifest")
+    source = file if isinstance(file, str) else "in.wav"  # the sox examples name a path
     if info.samplerate != sample_rate:
         raise ManifestError(
-            f"{path}: sample rate {info.samplerate} Hz, the model expects {sample_rate} Hz; "
-            f"resample it, e.g. `sox {path} -r {sample_rate} out.wav`"
+            f"{where}: sample rate {info.samplerate} Hz, the model expects {sample_rate} Hz; "
+            f"resample it, e.g. `sox {source} -r {sample_rate} out.wav`"
         )
     if info.channels != 1:
-        raise ManifestError(f"{path}: {info.channels} channels, expected mono; mix it down, e.g. `sox {path} -c 1 out.wav`")
+        raise ManifestError(f"{where}: {info.channels} channels, expected mono; mix it down, e.g. `sox {source} -c 1 out.wav`")
     return info.frames / info.samplerate
 
 
