@@ -78,12 +78,13 @@ def validate_data(model_cfg: DictConfig, world_size: int) -> None:
         if ds is None:
             continue
         paths = manifest_paths(ds.get("manifest_filepath"))
-        if ds.get("use_lhotse", False):
-            print(f"{split}: lhotse data, audio is not validated here")
+        lhotse = ds.get("use_lhotse", False)
+        if lhotse and not paths:
+            print(f"{split}: lhotse data without manifest_filepath (shar_path, cuts_path, input_cfg) is not validated here")
             continue
         if not paths:
             raise ManifestError(f"model.{split}.manifest_filepath is not set")
-        if ds.get("is_tarred", False):
+        if ds.get("is_tarred", False) or (lhotse and ds.get("tarred_audio_filepaths")):
             if len(paths) > 1:
                 raise ManifestError(
                     f"model.{split}: give one tarred manifest and its archives (the pretrain script checks no "
@@ -98,8 +99,9 @@ def validate_data(model_cfg: DictConfig, world_size: int) -> None:
                 world_size=world_size,
                 batch_size=ds.batch_size,
                 drop_last=ds.get("drop_last", False),
-                shard_strategy=ds.get("tarred_shard_strategy", "scatter"),
-                balanced=split == "train_ds",  # uneven validation counts cost nothing; uneven training ones hang DDP
+                # Lhotse gives every process every archive, in its own order, as an endless stream.
+                shard_strategy="replicate" if lhotse else ds.get("tarred_shard_strategy", "scatter"),
+                balanced=split == "train_ds" and not lhotse,  # uneven training batches hang DDP at the epoch's end
             )
             print(f"{split}: {report.summary()}")
         else:
@@ -123,8 +125,12 @@ def nemo_file(trainer: pl.Trainer, log_dir: Path, name: str) -> Path:
 
 @hydra_runner(config_path=str(REPO_ROOT / "conf"), config_name="nest_fast-conformer_streaming")
 def main(cfg: DictConfig) -> None:
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if any(cfg.model.get(split, {}).get("use_lhotse", False) for split in ("train_ds", "validation_ds")):
+        # Lhotse's samplers split the data over the processes themselves; Lightning's would wrap them and fail.
+        trainer_cfg.setdefault("use_distributed_sampler", False)
     # The trainer knows the number of processes the data is split over; building it starts none.
-    trainer = pl.Trainer(**cfg.trainer, callbacks=progress_callbacks(cfg.trainer))
+    trainer = pl.Trainer(**trainer_cfg, callbacks=progress_callbacks(cfg.trainer))
     # Every DDP process runs this script (Lightning's launcher, torchrun, SLURM); the first of each node checks the data.
     if os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")) == "0":
         try:
