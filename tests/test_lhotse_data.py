@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
-from nemo_streaming_ssl.data.tarred import make_tarred_dataset
+from nemo_streaming_ssl.data.tarred import make_lhotse_shar, make_tarred_dataset
 from nemo_streaming_ssl.models import StreamingNESTModel
 
 from .nest_support import compose_config, data_overrides, run_pretrain
@@ -44,19 +44,24 @@ def first_batch_and_loss(model, loader):
     return batch, model.inference_pass(batch, 0, mode="train", apply_mask=True)["train_loss"].item()
 
 
-@pytest.mark.parametrize("source", ["manifest", "tarred"])
+@pytest.mark.parametrize("source", ["manifest", "tarred", "shar"])
 def test_same_batch_gives_the_same_loss_through_lhotse(exact_corpus, tmp_path, source):
-    """Lhotse reading the NeMo manifest, or the NeMo tarred archives made from it, against NeMo's manifest loader:
-    identical batches (noise and speaker mixing included) and the same masked, streaming-aligned loss."""
+    """Lhotse reading the NeMo manifest, the NeMo tarred archives or the Lhotse Shar made from it, against NeMo's
+    manifest loader: identical batches (noise and speaker mixing included) and the same masked, streaming-aligned loss."""
     settings = ["model.train_ds.shuffle=false"]
     reference = StreamingNESTModel(compose_config(*settings, corpus=exact_corpus).model)
     if source == "tarred":
         tarred = make_tarred_dataset([exact_corpus["train"]], tmp_path, num_shards=2)
         settings += [f"model.train_ds.manifest_filepath={tarred.manifest}", f"model.train_ds.tarred_audio_filepaths='{tarred.archives}'"]
+    if source == "shar":
+        shards = make_lhotse_shar([exact_corpus["train"]], tmp_path, num_shards=2)
+        assert [len(shards["cuts"]), len(shards["recording"])] == [2, 2]
+        settings += ["model.train_ds.manifest_filepath=null", f"++model.train_ds.shar_path={tmp_path}"]
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, use_distributed_sampler=False)
     model = StreamingNESTModel(compose_config(*settings, *LHOTSE, corpus=exact_corpus).model, trainer=trainer)
     model.load_state_dict(reference.state_dict())
-    assert type(model._train_dl.dataset).__name__ == ("IterableDatasetWrapper" if source == "tarred" else "ManifestParityLhotseAudioNoiseDataset")
+    expected = "ManifestParityLhotseAudioNoiseDataset" if source == "manifest" else "IterableDatasetWrapper"
+    assert type(model._train_dl.dataset).__name__ == expected
 
     manifest_batch, manifest_loss = first_batch_and_loss(reference, reference._train_dl)
     lhotse_batch, lhotse_loss = first_batch_and_loss(model, model._train_dl)

@@ -77,11 +77,11 @@ def test_make_and_check_from_the_command_line(speech_corpus, tmp_path):
     assert made.returncode == 0, made.stderr
     pattern = re.search(r"archives of 11 utterances: (\S+);", made.stdout).group(1)
     assert pattern == f"{tmp_path.resolve()}/audio_{{0..1}}.tar"
-    check = [*tool, "--check", str(tmp_path / TARRED_MANIFEST), "--archives", pattern, "--batch-size", "2"]
-    checked = subprocess.run([*check, "--world-size", "2"], capture_output=True, text=True)
+    check = [*tool, "--check", str(tmp_path / TARRED_MANIFEST), "--archives", pattern, "--batch-size", "2", "--world-size", "2"]
+    checked = subprocess.run(check, capture_output=True, text=True)
     assert checked.returncode == 0 and "[11, 11] utterances = [5, 5] batches" in checked.stdout, checked.stderr
-    refused = subprocess.run([*check, "--world-size", "4"], capture_output=True, text=True)
-    assert refused.returncode == 2 and "error: 2 of 2 archives (22 utterances" in refused.stderr
+    shar = subprocess.run([*tool, str(speech_corpus["train"]), "--out-dir", str(tmp_path / "shar"), "--num-shards", "2", "--shar"], capture_output=True, text=True)
+    assert shar.returncode == 0 and "cuts: 2 shards" in shar.stdout and "recording: 2 shards" in shar.stdout, shar.stderr
 
 
 def test_unequal_remainder_is_left_out_and_reported(speech_corpus, tmp_path):

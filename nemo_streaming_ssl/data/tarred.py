@@ -1,4 +1,4 @@
-"""NeMo's tarred audio datasets: make them from manifests, and check them before training.
+"""NeMo's tarred audio datasets (and Lhotse Shar): make them from manifests, and check the tarred ones before training.
 
 NeMo's layout (what its GitHub ``scripts/speech_recognition/convert_to_tarred_audio_dataset.py`` writes and
 ``is_tarred: true`` reads): archives ``audio_0.tar ... audio_{N-1}.tar`` holding the audio files under their base
@@ -97,6 +97,23 @@ def make_tarred_dataset(
     return TarredDataset(
         manifest, str(out_dir / f"audio_{{0..{num_shards - 1}}}.tar"), num_shards, per_shard, len(entries) - len(lines)
     )
+
+
+def make_lhotse_shar(manifests: Sequence[str | Path], out_dir: str | Path, num_shards: int, sample_rate: int = 16000) -> dict:
+    """Lhotse Shar (``cuts.*.jsonl.gz`` + ``recording.*.tar``) from NeMo manifests, read by NeMo's own Lhotse adapter;
+    audio stored as FLAC (lossless). Every audio file is checked first. Returns Lhotse's listing of the shards."""
+    from lhotse import CutSet
+    from nemo.collections.common.data.lhotse.nemo_adapters import LazyNeMoIterator
+
+    total = sum(len(validate_manifest(manifest, sample_rate).entries) for manifest in manifests)
+    if not 1 <= num_shards <= total:
+        raise ManifestError(f"--num-shards must lie in [1, {total}] (the number of utterances), got {num_shards}")
+    cuts = CutSet(LazyNeMoIterator(str(manifests[0])))
+    for manifest in manifests[1:]:
+        cuts = cuts + CutSet(LazyNeMoIterator(str(manifest)))
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return cuts.to_shar(out_dir, fields={"recording": "flac"}, shard_size=math.ceil(total / num_shards))
 
 
 def archive_paths(tarred_audio_filepaths, shard_strategy: str = "scatter", world_size: int = 1, rank: int = 0) -> list[str]:
