@@ -39,7 +39,8 @@ def main() -> int:
             if not args.archives:
                 parser.error("--check needs --archives")
             report = check_tarred_dataset(
-                args.check, args.archives, args.sample_rate, world_size=args.world_size, batch_size=args.batch_size, drop_last=True
+                args.check, args.archives, args.sample_rate, world_size=args.world_size, batch_size=args.batch_size,
+                drop_last=True,
             )
             print(report.summary())
             return 0

@@ -73,14 +73,15 @@ def test_layout_is_nemos(tarred, speech_corpus):
 
 def test_make_and_check_from_the_command_line(speech_corpus, tmp_path):
     tool = [sys.executable, str(REPO_ROOT / "scripts" / "make_tarred_dataset.py")]
-    made = subprocess.run([*tool, str(speech_corpus["train"]), "--out-dir", str(tmp_path), "--num-shards", "2"], capture_output=True, text=True)
+    make = [*tool, str(speech_corpus["train"]), "--num-shards", "2", "--out-dir"]
+    made = subprocess.run([*make, str(tmp_path)], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     pattern = re.search(r"archives of 11 utterances: (\S+);", made.stdout).group(1)
     assert pattern == f"{tmp_path.resolve()}/audio_{{0..1}}.tar"
     check = [*tool, "--check", str(tmp_path / TARRED_MANIFEST), "--archives", pattern, "--batch-size", "2", "--world-size", "2"]
     checked = subprocess.run(check, capture_output=True, text=True)
     assert checked.returncode == 0 and "[11, 11] utterances = [5, 5] batches" in checked.stdout, checked.stderr
-    shar = subprocess.run([*tool, str(speech_corpus["train"]), "--out-dir", str(tmp_path / "shar"), "--num-shards", "2", "--shar"], capture_output=True, text=True)
+    shar = subprocess.run([*make, str(tmp_path / "shar"), "--shar"], capture_output=True, text=True)
     assert shar.returncode == 0 and "cuts: 2 shards" in shar.stdout and "recording: 2 shards" in shar.stdout, shar.stderr
 
 

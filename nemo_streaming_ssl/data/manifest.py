@@ -12,7 +12,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import soundfile as sf
 
@@ -83,12 +83,11 @@ def probe_audio_file(file, where: str, sample_rate: int) -> float:
     return info.frames / info.samplerate
 
 
-def read_manifest(path: str | Path) -> list[ManifestEntry]:
-    """Parse a manifest without touching the audio. Paths come back absolute."""
+def manifest_items(path: str | Path) -> Iterator[tuple[int, str, dict]]:
+    """Each line of a manifest as (line number, "path:line", JSON object) once its audio_filepath and duration check."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
-    entries = []
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
@@ -103,10 +102,18 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
             duration = item.get("duration")
             if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0:
                 raise ManifestError(f'{where}: "duration" must be a positive number of seconds, got {duration!r}')
-            audio = Path(item["audio_filepath"])
-            if not audio.is_absolute():
-                audio = path.parent / audio
-            entries.append(ManifestEntry(str(audio), float(duration), str(item.get("text", "")), line_no))
+            yield line_no, where, item
+
+
+def read_manifest(path: str | Path) -> list[ManifestEntry]:
+    """Parse a manifest without touching the audio. Paths come back absolute."""
+    path = Path(path)
+    entries = []
+    for line_no, _, item in manifest_items(path):
+        audio = Path(item["audio_filepath"])
+        if not audio.is_absolute():
+            audio = path.parent / audio
+        entries.append(ManifestEntry(str(audio), float(item["duration"]), str(item.get("text", "")), line_no))
     if not entries:
         raise ManifestError(f"{path}: empty manifest (no utterances)")
     return entries

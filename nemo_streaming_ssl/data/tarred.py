@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .manifest import ManifestError, probe_audio_file, validate_manifest
+from .manifest import ManifestError, manifest_items, probe_audio_file, validate_manifest
 
 TARRED_MANIFEST = "tarred_audio_manifest.json"
 MAKE_TOOL = "scripts/make_tarred_dataset.py"
@@ -91,7 +91,8 @@ def make_tarred_dataset(
             for entry in entries[shard * per_shard : (shard + 1) * per_shard]:
                 name = Path(entry.audio_filepath).name
                 archive.add(entry.audio_filepath, arcname=name)
-                lines.append(json.dumps({"audio_filepath": name, "duration": entry.duration, "text": entry.text, "shard_id": shard}))
+                line = {"audio_filepath": name, "duration": entry.duration, "text": entry.text, "shard_id": shard}
+                lines.append(json.dumps(line))
     manifest = out_dir / TARRED_MANIFEST
     manifest.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return TarredDataset(
@@ -163,30 +164,15 @@ class TarredReport:
 
 def read_tarred_manifest(path: str | Path, num_archives: int) -> list[TarredLine]:
     """Parse a tarred manifest: every line needs audio_filepath, a positive duration and a shard_id of an archive."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found")
     lines = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ManifestError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
-            if not isinstance(item, dict) or "audio_filepath" not in item:
-                raise ManifestError(f'{where}: each line must be a JSON object with "audio_filepath"')
-            duration, shard_id = item.get("duration"), item.get("shard_id")
-            if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0:
-                raise ManifestError(f'{where}: "duration" must be a positive number of seconds, got {duration!r}')
-            if not isinstance(shard_id, int) or not 0 <= shard_id < num_archives:
-                raise ManifestError(
-                    f'{where}: "shard_id" must name one of the {num_archives} archives of tarred_audio_filepaths '
-                    f"(0..{num_archives - 1}), got {shard_id!r}; make the data with {MAKE_TOOL}"
-                )
-            lines.append(TarredLine(Path(item["audio_filepath"]).name, shard_id, float(duration), line_no))
+    for line_no, where, item in manifest_items(path):
+        shard_id = item.get("shard_id")
+        if not isinstance(shard_id, int) or not 0 <= shard_id < num_archives:
+            raise ManifestError(
+                f'{where}: "shard_id" must name one of the {num_archives} archives of tarred_audio_filepaths '
+                f"(0..{num_archives - 1}), got {shard_id!r}; make the data with {MAKE_TOOL}"
+            )
+        lines.append(TarredLine(Path(item["audio_filepath"]).name, shard_id, float(item["duration"]), line_no))
     if not lines:
         raise ManifestError(f"{path}: empty manifest (no utterances)")
     return lines

@@ -24,7 +24,9 @@ class ManifestParityLhotseAudioNoiseDataset(LhotseAudioNoiseDataset):
     its own length, and the batch is made by NeMo's own collate function; an unreadable file stops the run.
     """
 
-    def __init__(self, noise_manifest=None, batch_augmentor_cfg=None, min_audio_len_secs: float = 1.0, pad_audio_mode: str = "repeat"):
+    def __init__(
+        self, noise_manifest=None, batch_augmentor_cfg=None, min_audio_len_secs: float = 1.0, pad_audio_mode: str = "repeat"
+    ):
         super().__init__(noise_manifest=noise_manifest, batch_augmentor_cfg=batch_augmentor_cfg)
         self.load_audio = AudioSamples(fault_tolerant=False)
         self.min_audio_len_secs = min_audio_len_secs
