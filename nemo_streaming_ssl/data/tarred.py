@@ -187,8 +187,10 @@ def scan_archive(path: str, wanted: set[str], sample_rate: int) -> tuple[set[str
         with tarfile.open(path) as archive:
             for member in archive:
                 name = Path(member.name).name
-                if not member.isfile() or name not in wanted:
-                    others += member.isfile()
+                if not member.isfile():
+                    continue
+                if name not in wanted:
+                    others += 1
                     continue
                 probe_audio_file(archive.extractfile(member), f"{path}: member {member.name}", sample_rate)
                 found.add(name)
