@@ -66,25 +66,42 @@ def wait_nodes(nodes: list[subprocess.Popen], logs: Path, timeout: float = 300) 
     return outputs
 
 
+def process_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) from /proc; None once the process is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
 def node_processes(node: subprocess.Popen) -> list[int]:
     """The torchrun agent and its workers (torchrun starts each worker in a session of its own)."""
     workers = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == node.pid:
-            workers.append(int(stat.parent.name))
+    for entry in Path("/proc").glob("[0-9]*"):
+        state = process_state(int(entry.name))
+        if state is not None and state[1] == node.pid:
+            workers.append(int(entry.name))
     return [node.pid, *workers]
 
 
-def signal_nodes(nodes: list[subprocess.Popen], sig: signal.Signals) -> None:
-    for pid in [pid for node in nodes for pid in node_processes(node)]:
+def signal_nodes(nodes: list[subprocess.Popen], sig: signal.Signals) -> list[int]:
+    pids = [pid for node in nodes for pid in node_processes(node)]
+    for pid in pids:
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+    return pids
+
+
+def stop_nodes(nodes: list[subprocess.Popen], timeout: float = 10) -> None:
+    """SIGSTOP every process of the nodes and wait until each one is stopped (or has ended), so no file changes after."""
+    pids = signal_nodes(nodes, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while any((process_state(pid) or ("X",))[0] not in "TtZX" for pid in pids):
+        assert time.monotonic() < deadline, "the nodes did not stop on SIGSTOP"
+        time.sleep(0.01)
 
 
 def kill(nodes: list[subprocess.Popen]) -> None:
@@ -102,7 +119,7 @@ def kill_nodes_when(nodes: list[subprocess.Popen], logs: Path, ready: Callable[[
             kill(nodes)
             raise AssertionError("a node ended before the kill:\n" + "\n".join(log[-3000:] for log in node_logs(logs)))
         if ready():
-            signal_nodes(nodes, signal.SIGSTOP)
+            stop_nodes(nodes)
             if ready():
                 kill(nodes)
                 return
