@@ -139,6 +139,8 @@ def main(cfg: DictConfig) -> None:
         except ManifestError as exc:
             print(f"manifest error: {exc}", file=sys.stderr)
             raise SystemExit(MANIFEST_ERROR_EXIT) from None
+    # The same seed in every process: a rerun repeats a run, and 2 nodes x 1 device train as 1 node x 2 devices.
+    pl.seed_everything(cfg.get("seed", 0), workers=True)
     fold_nemo_config_dumps(cfg.get("verbose", False))
     logging.info(f"Config:\n{OmegaConf.to_yaml(cfg)}")
 
