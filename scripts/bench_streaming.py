@@ -43,7 +43,7 @@ SAMPLE_RATE = 16000
 GOAL_RATIO = 1.5  # total streaming compute / one offline forward
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="small", help="conf/preset/<name>.yaml (tiny|small|medium|large|xlarge)")
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides, e.g. model.encoder.n_layers=8")

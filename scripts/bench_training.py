@@ -126,8 +126,7 @@ def bench_mode(mode: str, args: argparse.Namespace, device: torch.device) -> dic
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="small", help="tiny|small|medium|large|xlarge (conf/preset)")
     parser.add_argument("--modes", nargs="+", default=["causal"],
@@ -138,7 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     add_common_options(parser, "bench_training", repeats=12,
                        counts="a round is one training step of each model on the same batch; the ratio of the "
                        "median step times counts (the batches' lengths differ)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     run = BenchRun("bench_training", __file__, argv, args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = [bench_mode(mode, args, device) for mode in args.modes]

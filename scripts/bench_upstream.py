@@ -169,8 +169,7 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="audio length for the ratios")
     parser.add_argument("--long-seconds", type=float, default=600.0,
@@ -190,7 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.min_seconds is not None and not args.upstream:
         parser.error("--min-seconds needs --upstream (model.stream advances every row together)")
+    return args
 
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     run = BenchRun("bench_upstream", __file__, argv, args)
     cfg = StreamingWavLMConfig(num_layers=args.num_layers, dim=args.dim, ffn_dim=4 * args.dim,
                                num_heads=args.dim // 64)
