@@ -1,11 +1,12 @@
 """What every benchmark script shares: its common options, and the results JSON it writes.
 
-Options (same name, form and default in every script under ``scripts/bench_*.py``):
+Options, with the same name, form and meaning in every script under ``scripts/bench_*.py``:
 
 * ``--chunk-ms 80 400 ...`` chunk sizes, whole milliseconds, a list;
 * ``--repeats N`` timed rounds: each round times every kind of run compared next to the others, the
   order alternating from round to round, so a drifting machine load hits each kind alike;
-* ``--threads N`` torch CPU threads, the same for every run compared (default 1, see ``THREADS_HELP``);
+* ``--threads N`` torch CPU threads, the same for every run compared (default 1 in every script, see
+  ``THREADS_HELP``);
 * ``--seed N`` seed of the random weights and audio;
 * ``--out-dir DIR`` where ``results.json`` (and plots) go;
 * durations of audio in seconds (``--seconds``, ``--long-seconds``), of chunks in milliseconds.

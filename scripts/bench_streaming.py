@@ -13,8 +13,8 @@ For each mode (causal, lookahead, left_context) on a randomly initialised model 
 2. a long stream (default 5 min): median compute per chunk early (after the left context has filled)
    vs late (the last 10 %) (goal late/early <= 1.2 with limited left context).
 
-Prints a table and the ratios, writes ``<out-dir>/results.json`` (nemo_streaming_ssl.bench) and a PNG plot of latency and
-compute per chunk against chunk size, and of compute per chunk along the long stream.
+Prints a table and the ratios, writes ``<out-dir>/results.json`` (nemo_streaming_ssl.bench) and a PNG plot of
+latency and compute per chunk against chunk size, and of compute per chunk along the long stream.
 
     python scripts/bench_streaming.py                       # preset small (d_model 176, 16 layers)
     python scripts/bench_streaming.py --preset medium --threads 2 --chunk-ms 80 400 2000

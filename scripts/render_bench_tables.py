@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="*", type=Path, help="results.json files of one benchmark")
     parser.add_argument("--table", choices=list(TABLES), help="one table from all the files (default: each file's own)")
-    parser.add_argument("--update", nargs="+", type=Path, default=[], metavar="DOC", help="re-render DOC's marked tables")
+    parser.add_argument("--update", nargs="+", type=Path, default=[], metavar="DOC",
+                        help="re-render DOC's marked tables")
     args = parser.parse_args(argv)
     if not args.results and not args.update:
         parser.error("give results.json files or --update DOC")
