@@ -79,7 +79,7 @@ def test_given_nemo_skips_pretraining(benchmark, tmp_path):
         progress=False,
         **TINY_TASK,
     )
-    rerun = run_benchmark(again)["runs"]
+    rerun = run_benchmark(again)["results"]["runs"]
     assert len(rerun) == 1 and rerun[0]["nemo"] == nemo and rerun[0]["pretrain_s"] < 60
     assert rerun[0]["pretraining"]["nemo"] == nemo  # the record written beside the .nemo
     first = next(r for r in results["runs"] if r["arm"] == "streaming")
