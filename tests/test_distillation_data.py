@@ -3,6 +3,7 @@ training."""
 
 from __future__ import annotations
 
+import gzip
 import logging
 import re
 
@@ -135,4 +136,13 @@ def test_bad_tarred_member_stops_before_training_naming_archive_and_member(fault
     }[fault]
     data = DistillDataModule(manifest, speech_corpus["val"], train_tarred_audio_filepaths=archives, num_workers=0)
     with pytest.raises(ManifestError, match=rf"^{re.escape(str(archive))}: {expected}"):
+        data.prepare()
+
+
+def test_compressed_archive_is_refused_naming_it(speech_corpus, tarred, tmp_path):
+    manifest, archives = copy_tarred(tarred, tmp_path / "tarred")
+    archive = tmp_path / "tarred" / "audio_0.tar"
+    archive.write_bytes(gzip.compress(archive.read_bytes()))  # still found and probed by tarfile's auto-detection
+    data = DistillDataModule(manifest, speech_corpus["val"], train_tarred_audio_filepaths=archives, num_workers=0)
+    with pytest.raises(ManifestError, match=rf"^{re.escape(str(archive))}: a compressed archive; .*remake them"):
         data.prepare()

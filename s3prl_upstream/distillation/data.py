@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -177,6 +178,13 @@ def load_entries(
     entries; logs how many there are and what was skipped."""
     if tarred_audio_filepaths:
         report = index_tarred_dataset(manifest, tarred_audio_filepaths, sample_rate, min_duration=min_seconds)
+        for archive in report.archives:
+            try:  # a crop seeks to its member, which a compressed stream cannot do
+                tarfile.open(archive, "r:").close()
+            except tarfile.ReadError:
+                raise ManifestError(
+                    f"{archive}: a compressed archive; random crops need plain .tar archives: remake them with {MAKE_TOOL}"
+                ) from None
         log.info(report.summary())
         return [TarredEntry(report.member(line), line.duration, line.line_no) for line in report.usable]
     report = validate_manifest(manifest, sample_rate, min_duration=min_seconds)
