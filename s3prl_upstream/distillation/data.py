@@ -264,7 +264,7 @@ class DistillDataModule(pl.LightningDataModule):
         log.info(
             "training on %d utterances: %d batches of up to %d each epoch, %d per rank on %d ranks%s",
             len(self.train_entries), plan.total_batches, self.batch_size, plan.num_batches, plan.num_replicas,
-            f"; the {left_over} batches that do not fill a round (others every epoch) wait for a later epoch"
+            f"; {left_over} batches (different ones each epoch) do not fill a round of ranks and wait for a later epoch"
             if left_over else "",
         )
         if self.trainer is not None and self.trainer.global_step > 0:
