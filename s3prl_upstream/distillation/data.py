@@ -86,8 +86,7 @@ class CropPlan(Sampler[list[CropRequest]]):
         self.rank = rank
         self.epoch = 0
         self.resume_batch = 0  # batches of the current epoch already trained before a resume; used once
-        self.total_batches = math.ceil(len(self.lengths) / batch_size)  # of all ranks together
-        total = self.total_batches
+        total = self.total_batches = math.ceil(len(self.lengths) / batch_size)  # of all ranks together
         self.num_batches = math.ceil(total / num_replicas) if wrap else total // num_replicas  # per rank
         if self.num_batches == 0:
             raise ManifestError(
@@ -236,7 +235,9 @@ class DistillDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         self.prepare()
 
-    def _loader(self, entries: list[ManifestEntry] | list[TarredEntry], batch_size: int, crop_samples: int, shuffle: bool) -> PlannedLoader:
+    def _loader(
+        self, entries: list[ManifestEntry] | list[TarredEntry], batch_size: int, crop_samples: int, shuffle: bool
+    ) -> PlannedLoader:
         trainer = self.trainer
         plan = CropPlan(
             [usable_samples(e, self.sample_rate) for e in entries],
