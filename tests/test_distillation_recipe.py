@@ -22,6 +22,7 @@ from s3prl_upstream.wavlm import load_streaming_wavlm
 from s3prl_upstream.wavlm.checkpoint import TRUST_PICKLE_ENV
 from s3prl_upstream.distillation.demo_teacher import LARGE_STYLE, write_s3prl_wavlm
 from tests.distillation_support import teachers  # noqa: F401 (fixture)
+from tests.tarred_support import archive_members, copy_tarred, rewrite_archive, tarred  # noqa: F401 (fixture)
 from tests.multinode_support import checkpoint_steps, kill_nodes_when, launch_nodes, wait_nodes
 from tests.script_loader import load_script
 from tests.wavlm_helpers import TrainingNote
@@ -188,6 +189,33 @@ def test_each_stage_lowers_its_loss_on_a_fixed_batch(stage, teachers, speech_cor
         assert "encoder.relative_embedding" not in changed
 
 
+def tarred_training(manifest, archives) -> list[str]:
+    """Overrides training from NeMo tarred audio; the brace pattern is quoted for Hydra's parser."""
+    return [f"data.train_manifest={manifest}", f"data.train_tarred_audio_filepaths='{archives}'"]
+
+
+def test_tarred_training_data_gives_the_same_run_as_its_plain_manifest(teachers, speech_corpus, tarred, tmp_path):
+    """The archives made from the training manifest, same seed: the same first batches and the same first loss
+    bitwise, and after 2 + 2 steps bitwise the same student."""
+    plain, module = build(config(teachers["large"], speech_corpus, tmp_path / "plain"))
+    from_tarred, _ = build(config(teachers["large"], speech_corpus, tmp_path / "tarred",
+                                  *tarred_training(tarred.manifest, tarred.archives)))
+    plain_batches, tarred_batches = iter(plain.train_dataloader()), iter(from_tarred.train_dataloader())
+    for _ in range(4):
+        a, b = next(plain_batches), next(tarred_batches)
+        assert torch.equal(a["wav"], b["wav"])
+    with torch.no_grad():
+        losses = [module.distill(batch)["layer_mse"] for batch in (a, b)]
+    assert losses[0] > 0 and torch.equal(*losses)
+    students = [
+        torch.load(run_distillation(config(teachers["large"], speech_corpus, tmp_path / name, *overrides)).last_checkpoint,
+                   map_location="cpu", weights_only=True)["student_state_dict"]
+        for name, overrides in (("plain_run", []), ("tarred_run", tarred_training(tarred.manifest, tarred.archives)))
+    ]
+    for name, value in students[1].items():
+        torch.testing.assert_close(value, students[0][name], rtol=0, atol=0, msg=name)
+
+
 def test_frame_alignment_front_ends_agree_from_frame_2(teachers, tmp_path):
     """With the teacher's conv weights, the causal student's front end equals the padded teacher's exactly
     wherever the student's 400-sample window lies inside the audio (frame t >= 2)."""
@@ -221,7 +249,7 @@ def test_own_streaming_checkpoint_as_offline_teacher(trained):
     torch.testing.assert_close(out.layers[1], offline[2])
 
 
-def test_bad_inputs_fail_before_training(teachers, speech_corpus, tmp_path):
+def test_bad_inputs_fail_before_training(teachers, speech_corpus, tarred, tmp_path):
     def fails(error, match, teacher=teachers["large"], *overrides):
         exp_dir = tmp_path / f"exp{len(list(tmp_path.iterdir()))}"
         with pytest.raises(error, match=match):
@@ -239,6 +267,11 @@ def test_bad_inputs_fail_before_training(teachers, speech_corpus, tmp_path):
     empty = tmp_path / "empty.json"
     empty.write_text("")
     fails(ManifestError, r"empty manifest", teachers["large"], f"data.train_manifest={empty}")
+    manifest, archives = copy_tarred(tarred, tmp_path / "tarred")
+    member = sorted(archive_members(tmp_path / "tarred" / "audio_0.tar"))[0]
+    rewrite_archive(tmp_path / "tarred" / "audio_0.tar", drop=member)
+    fails(ManifestError, rf"audio_0.tar: member {member} is missing", teachers["large"],
+          *tarred_training(manifest, archives))
     fails(RecipeError, r"trainer.max_steps is set by the recipe", teachers["large"], "+trainer.max_steps=10")
     fails(RecipeError, r"teacher.weights_only is gone.*teacher.trust_pickle=true", teachers["large"],
           "+teacher.weights_only=false")

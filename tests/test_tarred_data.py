@@ -1,10 +1,8 @@
 """Pretraining from NeMo tarred audio: the layout our tool writes, NeMo's reader on it (same batch, same loss as
 the manifest loader), 2-process DDP through the pretrain script, and bad archives stopped before training."""
 
-import io
 import json
 import re
-import tarfile
 from pathlib import Path
 
 import subprocess
@@ -20,42 +18,10 @@ from nemo_streaming_ssl.data.tarred import TARRED_MANIFEST, check_tarred_dataset
 from nemo_streaming_ssl.models import StreamingNESTModel
 
 from .nest_support import REPO_ROOT, compose_config, data_overrides, run_pretrain, tarred_overrides
+from .tarred_support import archive_members, copy_tarred, rewrite_archive, tarred  # noqa: F401 (fixture)
 from .test_nest_pretrain_script import global_step, last_checkpoint
 
 LOSS_TOLERANCE = 1e-6  # same utterances, same seeds, same CPU kernels: only float noise may differ (measured: none)
-
-
-@pytest.fixture(scope="module")
-def tarred(speech_corpus, tmp_path_factory):
-    """The corpus' 22 training utterances in 2 archives of 11."""
-    return make_tarred_dataset([speech_corpus["train"]], tmp_path_factory.mktemp("tarred"), num_shards=2)
-
-
-def archive_members(path) -> dict[str, bytes]:
-    with tarfile.open(path) as archive:
-        return {member.name: archive.extractfile(member).read() for member in archive}
-
-
-def rewrite_archive(path: Path, drop: str | None = None, corrupt: str | None = None) -> None:
-    """Write ``path`` again without member ``drop`` and with member ``corrupt``'s bytes replaced by non-audio."""
-    members = archive_members(path)
-    with tarfile.open(path, "w") as archive:
-        for name, data in members.items():
-            if name == drop:
-                continue
-            data = b"not audio, " * 100 if name == corrupt else data
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, fileobj=io.BytesIO(data))
-
-
-def copy_tarred(tarred, folder: Path):
-    """A copy of the tarred set in ``folder``, with its manifest and brace pattern."""
-    folder.mkdir()
-    for shard in range(tarred.num_shards):
-        (folder / f"audio_{shard}.tar").write_bytes((tarred.manifest.parent / f"audio_{shard}.tar").read_bytes())
-    (folder / TARRED_MANIFEST).write_text(tarred.manifest.read_text())
-    return folder / TARRED_MANIFEST, str(folder / f"audio_{{0..{tarred.num_shards - 1}}}.tar")
 
 
 def test_layout_is_nemos(tarred, speech_corpus):
@@ -169,6 +135,17 @@ def test_corrupt_member_is_named_with_its_archive(tarred, tmp_path):
     member = sorted(archive_members(archive))[5]
     rewrite_archive(archive, corrupt=member)
     with pytest.raises(ManifestError, match=rf"{re.escape(str(archive))}: member {member}: unreadable audio"):
+        check_tarred_dataset(manifest, archives, 16000)
+
+
+def test_member_lasting_other_than_its_line_is_named(tarred, tmp_path):
+    manifest, archives = copy_tarred(tarred, tmp_path / "tarred")
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    lines[4]["duration"] += 0.5
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    archive, member = tmp_path / "tarred" / "audio_0.tar", lines[4]["audio_filepath"]
+    with pytest.raises(ManifestError, match=rf"{re.escape(str(archive))}: member {member} lasts [\d.]+ s but "
+                                            rf"{re.escape(str(manifest))}:5 says [\d.]+ s; remake"):
         check_tarred_dataset(manifest, archives, 16000)
 
 

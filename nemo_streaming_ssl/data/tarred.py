@@ -10,7 +10,8 @@ NeMo streams the archives and trusts them: a manifest line whose member is missi
 epoch length still counts it; with ``tarred_shard_strategy: scatter`` (its default) the archives left over when
 their number is not a multiple of the processes are never read; and processes whose archives hold different
 numbers of batches hang at the end of an epoch. ``check_tarred_dataset`` finds each of these before training,
-naming the archive and member.
+naming the archive and member. ``index_tarred_dataset`` (its first half) also says where each member's bytes lie, for
+readers that crop at random places (the distillation recipe) instead of streaming.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import math
 import random
 import tarfile
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Iterator, Sequence
 
-from .manifest import ManifestError, manifest_items, probe_audio_file, validate_manifest
+from .manifest import DURATION_TOLERANCE_S, ManifestError, manifest_items, probe_audio_file, validate_manifest
 
 TARRED_MANIFEST = "tarred_audio_manifest.json"
 MAKE_TOOL = "scripts/make_tarred_dataset.py"
@@ -136,24 +138,47 @@ class TarredLine:
     line_no: int
 
 
+@dataclass(frozen=True)
+class TarredMember:
+    """Where a member's bytes lie in its archive (from its tar header): read at random places without a scan."""
+
+    archive: str
+    name: str
+    offset: int  # of the member's data in the archive
+    size: int
+    duration: float  # from the audio header
+
+    @contextmanager
+    def open(self) -> Iterator[IO[bytes]]:
+        """The member as a seekable file of its own (what soundfile needs), opening only its archive's first header."""
+        info = tarfile.TarInfo(self.name)
+        info.offset_data, info.size = self.offset, self.size
+        with tarfile.open(self.archive, "r:") as archive:
+            yield archive.extractfile(info)
+
+
 @dataclass
 class TarredReport:
-    """What ``check_tarred_dataset`` found, per process as NeMo will split the archives."""
+    """What ``index_tarred_dataset`` found and, from ``check_tarred_dataset``, per process as NeMo will split the archives."""
 
     manifest: Path
-    num_archives: int
+    archives: list[str]
     usable: list[TarredLine] = field(default_factory=list)
     out_of_range: list[TarredLine] = field(default_factory=list)
     unlisted_members: int = 0
+    members: dict[int, dict[str, TarredMember]] = field(default_factory=dict)  # shard_id -> member name -> location
     per_process: list[int] = field(default_factory=list)  # usable utterances each process reads per epoch
     batches: list[int] = field(default_factory=list)
 
+    def member(self, line: TarredLine) -> TarredMember:
+        return self.members[line.shard_id][line.member]
+
     def summary(self) -> str:
         hours = sum(line.duration for line in self.usable) / 3600.0
-        text = f"{self.manifest}: {len(self.usable)} utterances, {hours:.3f} h in {self.num_archives} archives"
+        text = f"{self.manifest}: {len(self.usable)} utterances, {hours:.3f} h in {len(self.archives)} archives"
         if len(self.per_process) > 1:
             text += f"; {len(self.per_process)} processes read {self.per_process} utterances = {self.batches} batches each epoch"
-        else:
+        elif self.batches:
             text += f"; {self.batches[0]} batches each epoch"
         if self.out_of_range:
             text += f"; {len(self.out_of_range)} more outside the duration limits are skipped"
@@ -178,11 +203,11 @@ def read_tarred_manifest(path: str | Path, num_archives: int) -> list[TarredLine
     return lines
 
 
-def scan_archive(path: str, wanted: set[str], sample_rate: int) -> tuple[set[str], int]:
+def scan_archive(path: str, wanted: set[str], sample_rate: int) -> tuple[dict[str, TarredMember], int]:
     """Probe the wanted members of one archive (headers only); return the members present and the count of others."""
     if not Path(path).is_file():
         raise ManifestError(f"{path}: archive not found; check tarred_audio_filepaths")
-    found, others = set(), 0
+    found, others = {}, 0
     try:
         with tarfile.open(path) as archive:
             for member in archive:
@@ -192,11 +217,55 @@ def scan_archive(path: str, wanted: set[str], sample_rate: int) -> tuple[set[str
                 if name not in wanted:
                     others += 1
                     continue
-                probe_audio_file(archive.extractfile(member), f"{path}: member {member.name}", sample_rate)
-                found.add(name)
+                duration = probe_audio_file(archive.extractfile(member), f"{path}: member {member.name}", sample_rate)
+                found[name] = TarredMember(path, member.name, member.offset_data, member.size, duration)
     except tarfile.TarError as exc:
         raise ManifestError(f"{path}: not a readable tar archive ({exc}); remake it with {MAKE_TOOL}") from exc
     return found, others
+
+
+def index_tarred_dataset(
+    manifest: str | Path,
+    tarred_audio_filepaths,
+    sample_rate: int,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+) -> TarredReport:
+    """Find every manifest line's member in its archive; raise ManifestError on the first fault.
+
+    Faults: a line naming a member its archive lacks, a member soundfile cannot read (or of another sample rate,
+    or not mono, or lasting other than its line says). Utterances outside the duration limits and members the
+    manifest does not list are counted, as NeMo skips them. ``report.member(line)`` locates each line's bytes.
+    """
+    if not tarred_audio_filepaths:
+        raise ManifestError(f"{manifest}: tarred_audio_filepaths is not set; give the archives, e.g. '<dir>/audio_{{0..7}}.tar'")
+    archives = archive_paths(tarred_audio_filepaths)
+    report = TarredReport(Path(manifest), archives)
+    lines = read_tarred_manifest(manifest, len(archives))
+    wanted: dict[int, set[str]] = defaultdict(set)
+    for line in lines:
+        wanted[line.shard_id].add(line.member)
+    for shard_id, path in enumerate(archives):
+        report.members[shard_id], others = scan_archive(path, wanted[shard_id], sample_rate)
+        report.unlisted_members += others
+    for line in lines:
+        member = report.members[line.shard_id].get(line.member)
+        if member is None:
+            raise ManifestError(
+                f"{archives[line.shard_id]}: member {line.member} is missing ({manifest}:{line.line_no} names it with "
+                f"shard_id {line.shard_id}); NeMo would skip it silently. Remake the archives with {MAKE_TOOL} or drop the line"
+            )
+        if abs(member.duration - line.duration) > DURATION_TOLERANCE_S:
+            raise ManifestError(
+                f"{member.archive}: member {member.name} lasts {member.duration:.3f} s but {manifest}:{line.line_no} says "
+                f"{line.duration:.3f} s; remake the archives and their manifest with {MAKE_TOOL}"
+            )
+        too_short = min_duration is not None and line.duration < min_duration
+        too_long = max_duration is not None and line.duration > max_duration
+        (report.out_of_range if too_short or too_long else report.usable).append(line)
+    if not report.usable:
+        raise ManifestError(f"{manifest}: all utterances lie outside the duration limits [{min_duration}, {max_duration}] s")
+    return report
 
 
 def check_tarred_dataset(
@@ -213,35 +282,11 @@ def check_tarred_dataset(
 ) -> TarredReport:
     """Check a tarred dataset as NeMo will read it on ``world_size`` processes; raise ManifestError on the first fault.
 
-    Faults: a line naming a member its archive lacks, a member soundfile cannot read (or of another sample rate,
-    or not mono), archives that no process reads, and (``balanced``, for training) processes with different
-    numbers of batches per epoch. Utterances outside the duration limits and members the manifest does not list
-    are counted, as NeMo skips them.
+    Faults: those of ``index_tarred_dataset``, archives that no process reads, and (``balanced``, for training)
+    processes with different numbers of batches per epoch.
     """
-    if not tarred_audio_filepaths:
-        raise ManifestError(f"{manifest}: tarred_audio_filepaths is not set; give the archives, e.g. '<dir>/audio_{{0..7}}.tar'")
-    archives = archive_paths(tarred_audio_filepaths)
-    report = TarredReport(Path(manifest), len(archives))
-    lines = read_tarred_manifest(manifest, len(archives))
-    wanted: dict[int, set[str]] = defaultdict(set)
-    for line in lines:
-        wanted[line.shard_id].add(line.member)
-    present = {}
-    for shard_id, path in enumerate(archives):
-        present[shard_id], others = scan_archive(path, wanted[shard_id], sample_rate)
-        report.unlisted_members += others
-    for line in lines:
-        if line.member not in present[line.shard_id]:
-            raise ManifestError(
-                f"{archives[line.shard_id]}: member {line.member} is missing ({manifest}:{line.line_no} names it with "
-                f"shard_id {line.shard_id}); NeMo would skip it silently. Remake the archives with {MAKE_TOOL} or drop the line"
-            )
-        too_short = min_duration is not None and line.duration < min_duration
-        too_long = max_duration is not None and line.duration > max_duration
-        (report.out_of_range if too_short or too_long else report.usable).append(line)
-    if not report.usable:
-        raise ManifestError(f"{manifest}: all utterances lie outside the duration limits [{min_duration}, {max_duration}] s")
-
+    report = index_tarred_dataset(manifest, tarred_audio_filepaths, sample_rate, min_duration, max_duration)
+    archives = report.archives
     shard_of = {path: shard_id for shard_id, path in enumerate(archives)}
     per_rank = [
         [shard_of[path] for path in archive_paths(tarred_audio_filepaths, shard_strategy, world_size, rank)]
