@@ -16,17 +16,23 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 NEMO_LOGGER = "nemo_logger"
 MAX_SHOWN_LINES = 6
+MAX_SHOWN_CHARS = 600  # exp_manager logs its whole schema as one ~3000-character dict
 # Logged metrics the bar shows when present: pretraining logs train_loss/val_loss, CTC also val_wer.
 SHOWN_METRICS = {"train_loss": "loss", "val_loss": "val_loss", "val_wer": "val_wer"}
 
 
 class FoldLongRecords(logging.Filter):
-    """Shortens a log record of more than MAX_SHOWN_LINES lines (a config dump) to its first line."""
+    """Shortens a config dump: a log record of more than MAX_SHOWN_LINES lines to its first line, a single line
+    of more than MAX_SHOWN_CHARS characters to its first 100."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        lines = record.getMessage().splitlines()
+        message = record.getMessage()
+        lines = message.splitlines()
         if len(lines) > MAX_SHOWN_LINES:
             record.msg, record.args = f"{lines[0]} [{len(lines) - 1} more lines hidden: verbose=true shows them]", ()
+        elif len(message) > MAX_SHOWN_CHARS:
+            record.msg = f"{message[:100]} [{len(message) - 100} more characters hidden: verbose=true shows them]"
+            record.args = ()
         return True
 
 

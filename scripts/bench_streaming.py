@@ -13,18 +13,18 @@ For each mode (causal, lookahead, left_context) on a randomly initialised model 
 2. a long stream (default 5 min): median compute per chunk early (after the left context has filled)
    vs late (the last 10 %) (goal late/early <= 1.2 with limited left context).
 
-Prints a table and the ratios, writes ``<out>/bench_streaming.json`` and a PNG plot of latency and
-compute per chunk against chunk size, and of compute per chunk along the long stream.
+Prints a table and the ratios, writes ``<out-dir>/results.json`` (nemo_streaming_ssl.bench) and a PNG plot of
+latency and compute per chunk against chunk size, and of compute per chunk along the long stream.
 
     python scripts/bench_streaming.py                       # preset small (d_model 176, 16 layers)
     python scripts/bench_streaming.py --preset medium --threads 2 --chunk-ms 80 400 2000
     python scripts/bench_streaming.py --override model.encoder.n_layers=8 --seconds 30 --long-seconds 120
+    python scripts/render_bench_tables.py bench_out/bench_streaming/results.json   # the docs' tables
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nemo_streaming_ssl.bench import BenchRun, add_common_options  # noqa: E402
 from nemo_streaming_ssl.streaming import StreamingEncoderRunner  # noqa: E402
 from nemo_streaming_ssl.streaming.untrained import untrained_model  # noqa: E402
 
@@ -42,34 +43,23 @@ SAMPLE_RATE = 16000
 GOAL_RATIO = 1.5  # total streaming compute / one offline forward
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="small", help="conf/preset/<name>.yaml (tiny|small|medium|large|xlarge)")
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides, e.g. model.encoder.n_layers=8")
     parser.add_argument("--modes", nargs="+", default=["causal", "lookahead", "left_context"])
     parser.add_argument("--seconds", type=float, default=60.0, help="audio for streaming vs offline")
-    parser.add_argument("--long-seconds", type=float, default=300.0, help="long stream for early vs late chunk time")
-    parser.add_argument(
-        "--chunk-ms",
-        nargs="+",
-        type=float,
-        default=[80, 160, 400, 800, 1600, 3200],
-        help="chunk sizes to try; those a mode does not allow (not whole attention chunks) are skipped",
-    )
+    parser.add_argument("--long-seconds", type=float, default=300.0, help="long stream for early vs late chunk time (0: none)")
     parser.add_argument(
         "--streams", type=int, default=8, help="also stream this many at once (batched steps): compute per stream"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (same for offline and streaming)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=2,
-        help="timed rounds per chunk size, each an offline forward and the streaming runs next to it "
-        "(order alternating); the fastest streaming runs count, against the mode's fastest offline run",
+    add_common_options(
+        parser, "bench_streaming", repeats=2, chunk_ms=[80, 160, 400, 800, 1600, 3200],
+        chunk_help="chunk sizes to try; those a mode does not allow (not whole attention chunks) are skipped",
+        counts="each round is an offline forward and the streaming runs; the fastest streaming runs count, "
+        "against the mode's fastest offline run",
     )
-    parser.add_argument("--out", type=Path, default=Path("bench_out"))
-    parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
 
@@ -185,6 +175,7 @@ def bench_mode(mode: str, args: argparse.Namespace) -> dict:
         chunk["stream_over_offline"] = chunk["stream_seconds"] / row["offline_seconds"]
         if "batched_stream_seconds" in chunk:
             chunk["batched_stream_over_offline"] = chunk["batched_stream_seconds"] / row["offline_seconds"]
+    row["smallest_chunk_meeting_goal_ms"] = smallest_chunk_meeting_goal(row, args.streams)
     if args.long_seconds > 0:
         row["long_stream"] = bench_long_stream(model, attention_chunk, args)
     return row
@@ -214,16 +205,17 @@ def bench_long_stream(model, attention_chunk: int, args: argparse.Namespace) -> 
     return result
 
 
-def smallest_chunk_meeting_goal(row: dict, streams: int) -> str:
-    """'one stream: 800 ms; x8: 400 ms' (or 'none of those tried') for one mode's rows."""
-    keys = [("one stream", "stream_over_offline")]
+def smallest_chunk_meeting_goal(row: dict, streams: int) -> dict:
+    """Per kind of run ('stream', and 'batched' with several streams), the smallest chunk (ms) whose compute is
+    within the goal of the offline forward, or None when none of those tried is."""
+    kinds = {"stream": "stream_over_offline"}
     if streams > 1:
-        keys.append((f"x{streams}", "batched_stream_over_offline"))
-    parts = []
-    for label, key in keys:
+        kinds["batched"] = "batched_stream_over_offline"
+    smallest = {}
+    for kind, key in kinds.items():
         met = [c["chunk_ms"] for c in row["chunks"] if c[key] <= GOAL_RATIO]
-        parts.append(f"{label}: {min(met):g} ms" if met else f"{label}: none of those tried")
-    return "; ".join(parts)
+        smallest[kind] = min(met) if met else None
+    return smallest
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -257,11 +249,10 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
+    run = BenchRun("bench_streaming", __file__, argv, args)
     print(
         f"streaming vs offline, preset={args.preset} {' '.join(args.override)}, {args.seconds:g} s audio, "
         f"{args.threads} thread(s), device {args.device}",
@@ -286,8 +277,11 @@ def main(argv=None) -> None:
     if args.streams > 1:
         print(f"x{args.streams}/offline: compute per stream when {args.streams} streams share each step, / one offline forward")
     print(f"\ngoal stream/offline <= {GOAL_RATIO}: smallest chunk that meets it")
+    labels = {"stream": "one stream", "batched": f"x{args.streams}"}
     for row in rows:
-        print(f"{row['mode']:13s} {str(row['att_context_size']):12s} {smallest_chunk_meeting_goal(row, args.streams)}")
+        met = row["smallest_chunk_meeting_goal_ms"]
+        text = "; ".join(f"{labels[k]}: {'none of those tried' if v is None else f'{v} ms'}" for k, v in met.items())
+        print(f"{row['mode']:13s} {str(row['att_context_size']):12s} {text}")
     if any("long_stream" in r for r in rows):
         print(f"\nlong stream ({args.long_seconds:g} s), smallest chunk: median compute per chunk early vs late")
         for row in rows:
@@ -298,9 +292,9 @@ def main(argv=None) -> None:
                     f"(from {ls['early_window_s'][0]:.0f} s)  late {ls['late_median_ms']:7.2f} ms  "
                     f"late/early {ls['late_over_early']:.2f}"
                 )
-    (args.out / "bench_streaming.json").write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "modes": rows}, indent=1))
-    plot(rows, args.out / "streaming_latency.png")
-    print(f"\nwrote {args.out / 'bench_streaming.json'} and {args.out / 'streaming_latency.png'}")
+    path = run.write({"goal_stream_over_offline": GOAL_RATIO, "modes": rows})
+    plot(rows, args.out_dir / "streaming_latency.png")
+    print(f"\nwrote {path} and {args.out_dir / 'streaming_latency.png'}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Training-step time of streaming NEST vs NeMo's stock NEST of the same size, side by side.
 
-    python scripts/bench_training.py --preset small --mode causal --batch 4 --seconds 8 --steps 12
+    python scripts/bench_training.py --preset small --modes causal lookahead --batch 4 --seconds 8 --repeats 12
+    python scripts/render_bench_tables.py bench_out/bench_training/results.json   # the docs' table
 
 Both models get the same batches; each step is forward (with masking) + loss + backward + AdamW step.
 Steps alternate between the two models (order swapped every step) after a warm-up, and the ratio of the
-median step times (streaming / stock) is printed; the goal is <= 1.10. Stock NEST is
+median step times (streaming / stock) is printed per mode; the goal is <= 1.10. Writes
+``<out-dir>/results.json`` (nemo_streaming_ssl.bench). Stock NEST is
 ``EncDecDenoiseMaskedTokenPredModel`` built from conf/nest_fast-conformer_offline.yaml (bidirectional
 encoder, BatchNorm, utterance-normalized features, RandomBlockMasking), the streaming model from
 conf/nest_fast-conformer_streaming.yaml with the chosen mode. Runs on CUDA when available.
@@ -30,8 +32,11 @@ from tqdm import tqdm  # noqa: E402
 
 from nemo.collections.asr.models.ssl_models import EncDecDenoiseMaskedTokenPredModel  # noqa: E402
 
+from nemo_streaming_ssl.bench import BenchRun, add_common_options  # noqa: E402
 from nemo_streaming_ssl.config import compose_config  # noqa: E402
 from nemo_streaming_ssl.models import StreamingNESTModel  # noqa: E402
+
+GOAL_RATIO = 1.10  # median training step, streaming / stock
 
 
 def model_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -41,9 +46,10 @@ def model_config(config_name: str, overrides: list[str]) -> DictConfig:
     return OmegaConf.create(model)
 
 
-def make_batches(num: int, batch: int, seconds: float, sample_rate: int, device: torch.device) -> list[dict]:
+def make_batches(num: int, batch: int, seconds: float, sample_rate: int, device: torch.device, seed: int
+                 ) -> list[dict]:
     """Synthetic audio batches (varied lengths, padded) shared by both models: (B, S) audio and (B,) lengths."""
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     samples = int(seconds * sample_rate)
     batches = []
     for _ in range(num):
@@ -85,30 +91,18 @@ class Stepper:
         return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small", help="tiny|small|medium|large|xlarge (conf/preset)")
-    parser.add_argument("--mode", default="causal", help="causal|lookahead|left_context|multi_latency (conf/mode)")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=8.0, help="longest utterance of a batch")
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per model")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
-
+def bench_mode(mode: str, args: argparse.Namespace, device: torch.device) -> dict:
+    """Step times of the streaming model of ``mode`` and a fresh stock NEST, steps alternating on the same batches."""
+    torch.manual_seed(args.seed)  # each mode's models start from what a run of that mode alone would build
     size = [f"preset={args.preset}"]
-    streaming_cfg = model_config("nest_fast-conformer_streaming", [*size, f"mode={args.mode}"])
+    streaming_cfg = model_config("nest_fast-conformer_streaming", [*size, f"mode={mode}"])
     streaming = Stepper(StreamingNESTModel(streaming_cfg), device)
     stock = Stepper(EncDecDenoiseMaskedTokenPredModel(model_config("nest_fast-conformer_offline", size)), device)
-    params = sum(p.numel() for p in streaming.model.parameters()) / 1e6
-    print(f"device {device}, preset {args.preset} ({params:.1f}M params), mode {args.mode}, "
-          f"batch {args.batch} x {args.seconds:g} s, {args.steps} timed steps each")
+    params = sum(p.numel() for p in streaming.model.parameters())
+    print(f"device {device}, preset {args.preset} ({params / 1e6:.1f}M params), mode {mode}, "
+          f"batch {args.batch} x {args.seconds:g} s, {args.repeats} timed steps each")
 
-    batches = make_batches(args.warmup + args.steps, args.batch, args.seconds, 16000, device)
+    batches = make_batches(args.warmup + args.repeats, args.batch, args.seconds, 16000, device, args.seed)
     times = {"streaming": [], "stock": []}
     for i, batch in enumerate(tqdm(batches, desc="interleaved steps")):
         order = [("streaming", streaming), ("stock", stock)]
@@ -121,7 +115,38 @@ def main() -> None:
     for name, value in medians.items():
         print(f"{name:>9}: median step {value * 1000:.1f} ms (min {min(times[name]) * 1000:.1f} ms)")
     ratio = medians["streaming"] / medians["stock"]
-    print(f"ratio streaming / stock: {ratio:.3f} (goal <= 1.10)")
+    print(f"ratio streaming / stock: {ratio:.3f} (goal <= {GOAL_RATIO:.2f})")
+    return {
+        "mode": mode,
+        "params": params,
+        "step_seconds": times,
+        "median_step_s": medians,
+        "fastest_step_s": {name: min(values) for name, values in times.items()},
+        "streaming_over_stock": ratio,
+    }
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="small", help="tiny|small|medium|large|xlarge (conf/preset)")
+    parser.add_argument("--modes", nargs="+", default=["causal"],
+                        help="causal|lookahead|left_context|multi_latency (conf/mode), one comparison each")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=8.0, help="longest utterance of a batch")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
+    add_common_options(parser, "bench_training", repeats=12,
+                       counts="a round is one training step of each model on the same batch; the ratio of the "
+                       "median step times counts (the batches' lengths differ)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    run = BenchRun("bench_training", __file__, argv, args)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = [bench_mode(mode, args, device) for mode in args.modes]
+    print(f"wrote {run.write({'goal_streaming_over_stock': GOAL_RATIO, 'modes': rows}, device=str(device))}")
 
 
 if __name__ == "__main__":

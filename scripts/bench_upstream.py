@@ -2,9 +2,10 @@
 """Benchmark the streaming WavLM on CPU: streaming cost per chunk size against one one-shot causal forward.
 
     python scripts/bench_upstream.py                       # full run: 12 x 1024, 30 s audio, 10-minute stream
-    python scripts/bench_upstream.py --seconds 10 --long-minutes 0.5   # quick look
-    python scripts/bench_upstream.py --batch 8 --seconds 10 --long-minutes 0  # a batch, as s3prl extracts
-    python scripts/bench_upstream.py --upstream --batch 32 --seconds 1 --chunks-ms 400  # s3prl's keyword spotting
+    python scripts/bench_upstream.py --seconds 10 --long-seconds 30   # quick look
+    python scripts/bench_upstream.py --batch 8 --seconds 10 --long-seconds 0  # a batch, as s3prl extracts
+    python scripts/bench_upstream.py --upstream --batch 32 --seconds 1 --chunk-ms 400  # s3prl's keyword spotting
+    python scripts/render_bench_tables.py bench_out/bench_upstream/results.json   # the docs' tables
 
 Random weights, float32, batch 1 (``--batch N``: N utterances streamed together, as the s3prl upstream
 streams a batch). ``--upstream`` times what SUPERB runs at every training step instead: the s3prl
@@ -14,23 +15,25 @@ only (no per-chunk times, long stream or plot). For each chunk size (default 80/
 and 10 s "offline") it streams the same audio and reports: total time / one-shot time (the ratio), real-time
 factor, compute per chunk, the worst-case true latency (chunk buffering + waiting for the block's last
 frame + compute), and the streamed output's difference from the one-shot output. Each streaming run is
-timed right after its own one-shot run, so a drifting machine load skews the ratios less. Then it streams
-``--long-minutes`` of audio in ``--long-chunk-ms`` chunks and compares per-chunk time and process RSS
-early vs late (both must stay flat: the state is bounded). Writes results.json and a PNG plot.
+timed next to its own one-shot run (``--repeats`` pairs, alternating order, the fastest of each kind
+counting), so a drifting machine load skews the ratios less. Then it streams ``--long-seconds`` of audio
+in ``--long-chunk-ms`` chunks and compares per-chunk time and process RSS early vs late (both must stay
+flat: the state is bounded). Writes ``<out-dir>/results.json`` (nemo_streaming_ssl.bench) and a PNG plot.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from nemo_streaming_ssl.bench import BenchRun, add_common_options
 from s3prl_upstream.expert import StreamingWavLMExpert
 from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
 
@@ -93,13 +96,13 @@ def stream_upstream(model: StreamingWavLM, wav: torch.Tensor, lengths_samples: l
     return [time.perf_counter() - begin], hidden
 
 
-def long_stream(model: StreamingWavLM, minutes: float, chunk_ms: int) -> dict:
+def long_stream(model: StreamingWavLM, seconds: float, chunk_ms: int, seed: int) -> dict:
     from tqdm import tqdm
 
     chunk = chunk_ms * SAMPLES_PER_MS
-    num_chunks = max(10, round(minutes * 60_000 / chunk_ms))
+    num_chunks = max(10, round(seconds * 1000 / chunk_ms))
     state = model.init_state(1)
-    generator = torch.Generator().manual_seed(1)
+    generator = torch.Generator().manual_seed(seed)
     times, rss, cache = [], [], 0
     for _ in tqdm(range(num_chunks), desc=f"long stream ({chunk_ms} ms chunks)", unit="chunk"):
         piece = 0.1 * torch.randn(1, chunk, generator=generator)
@@ -111,7 +114,7 @@ def long_stream(model: StreamingWavLM, minutes: float, chunk_ms: int) -> dict:
     tenth = max(1, num_chunks // 10)
     early, late = times[tenth : 2 * tenth], times[-tenth:]  # skip the first tenth: warm-up, cache filling
     return {
-        "chunk_ms": chunk_ms, "minutes": num_chunks * chunk_ms / 60_000, "num_chunks": num_chunks,
+        "chunk_ms": chunk_ms, "seconds": num_chunks * chunk_ms / 1000, "num_chunks": num_chunks,
         "early_ms_per_chunk": 1e3 * statistics.median(early), "late_ms_per_chunk": 1e3 * statistics.median(late),
         "early_ms_per_chunk_min": 1e3 * min(early), "late_ms_per_chunk_min": 1e3 * min(late),
         "rss_mib_early": rss[2 * tenth - 1], "rss_mib_end": rss[-1], "kv_cache_frames_max": cache,
@@ -127,7 +130,8 @@ def plot(results: dict, path: Path) -> None:
 
     rows = results["chunks"]
     labels = [r["label"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    long = results["long_stream"]
+    fig, axes = plt.subplots(1, 3 if long else 2, figsize=(17 if long else 11.5, 4.8))
     ax = axes[0]
     compute = [r["compute_ms_per_chunk_mean"] for r in rows]
     ax.bar(labels, compute, color="tab:blue", label="compute per chunk (mean)")
@@ -149,47 +153,49 @@ def plot(results: dict, path: Path) -> None:
     ax.set_ylabel("worst-case latency (ms)")
     ax.set_title("True latency per chunk size")
     ax.legend(fontsize=8, loc="upper left")
-    ax = axes[2]
-    long = results["long_stream"]
-    minutes = [i * long["chunk_ms"] / 60_000 for i in range(len(long["times_ms"]))]
-    ax.plot(minutes, long["times_ms"], lw=0.5, color="tab:blue")
-    ax.set_xlabel("stream time (min)")
-    ax.set_ylabel(f"compute per {long['chunk_ms']} ms chunk (ms)", color="tab:blue")
-    twin = ax.twinx()
-    twin.plot(minutes, long["rss_mib"], color="tab:red")
-    twin.set_ylabel("process RSS (MiB)", color="tab:red")
-    twin.set_ylim(0, max(long["rss_mib"]) * 1.2)
-    ax.set_title(f"Long stream: {long['minutes']:.1f} min, bounded state")
+    if long:
+        ax = axes[2]
+        minutes = [i * long["chunk_ms"] / 60_000 for i in range(len(long["times_ms"]))]
+        ax.plot(minutes, long["times_ms"], lw=0.5, color="tab:blue")
+        ax.set_xlabel("stream time (min)")
+        ax.set_ylabel(f"compute per {long['chunk_ms']} ms chunk (ms)", color="tab:blue")
+        twin = ax.twinx()
+        twin.plot(minutes, long["rss_mib"], color="tab:red")
+        twin.set_ylabel("process RSS (MiB)", color="tab:red")
+        twin.set_ylim(0, max(long["rss_mib"]) * 1.2)
+        ax.set_title(f"Long stream: {long['seconds'] / 60:.1f} min, bounded state")
     fig.suptitle(results["title"], fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="audio length for the ratios")
-    parser.add_argument("--chunks-ms", default="80,200,400,600,800,1000,10000",
-                        help="chunk sizes in ms, comma-separated (10000 = the 'offline' hub entry)")
-    parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the memory/drift stream")
+    parser.add_argument("--long-seconds", type=float, default=600.0,
+                        help="length of the memory/drift stream (0: none)")
     parser.add_argument("--long-chunk-ms", type=int, default=400)
     parser.add_argument("--num-layers", type=int, default=12)
     parser.add_argument("--dim", type=int, default=1024, help="model width (FFN 4 x dim, dim / 64 heads)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed pairs per chunk size; the fastest counts")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--batch", type=int, default=1,
                         help="utterances per run, streamed together (ratios and RTF; the long stream stays one)")
     parser.add_argument("--upstream", action="store_true",
                         help="time the s3prl upstream's stream_batch on a padded batch (what SUPERB runs)")
     parser.add_argument("--min-seconds", type=float, default=None,
                         help="with --upstream: utterance lengths spread evenly from this to --seconds")
-    parser.add_argument("--out-dir", default="bench_out/upstream")
-    args = parser.parse_args()
+    add_common_options(parser, "bench_upstream", repeats=2, chunk_ms=[80, 200, 400, 600, 800, 1000, 10000],
+                       chunk_help="chunk sizes in ms (10000 = the 'offline' hub entry)",
+                       counts="each round is a one-shot forward and a streaming run; the fastest of each counts")
+    args = parser.parse_args(argv)
     if args.min_seconds is not None and not args.upstream:
         parser.error("--min-seconds needs --upstream (model.stream advances every row together)")
+    return args
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    run = BenchRun("bench_upstream", __file__, argv, args)
     cfg = StreamingWavLMConfig(num_layers=args.num_layers, dim=args.dim, ffn_dim=4 * args.dim,
                                num_heads=args.dim // 64)
     model = StreamingWavLM(cfg).eval()
@@ -202,7 +208,6 @@ def main() -> None:
         wav *= torch.arange(samples)[None, :] < torch.tensor(lengths_samples)[:, None]  # zero padding
     # real-time factors are per second of audio
     audio_s = (sum(lengths_samples) if args.upstream else args.batch * samples) / SAMPLE_RATE
-    chunks_ms = [int(c) for c in args.chunks_ms.split(",")]
     seconds = f"{args.seconds:g}" if args.min_seconds is None else f"{args.min_seconds:g}-{args.seconds:g}"
     title = (f"streaming WavLM {cfg.num_layers} x {cfg.dim}, window {cfg.window_size}, lookahead "
              f"{cfg.lookahead_size}; {args.batch} x {seconds} s audio{', s3prl upstream' if args.upstream else ''}; "
@@ -213,7 +218,7 @@ def main() -> None:
         model(wav[:, :SAMPLE_RATE])  # warm-up
         stream(model, wav[:, : 2 * SAMPLE_RATE], 400 * SAMPLES_PER_MS)
         rows = []
-        for chunk_ms in chunks_ms:
+        for chunk_ms in args.chunk_ms:
             def run_stream() -> tuple[list[float], list[torch.Tensor]]:
                 if args.upstream:
                     return stream_upstream(model, wav, lengths_samples, chunk_ms * SAMPLES_PER_MS)
@@ -246,7 +251,9 @@ def main() -> None:
                     "worst_latency_ms": latency_ms + compute_p95_ms,
                 })
             print(f"  {rows[-1]['label']:>8}: streaming {sum(times):7.2f} s, one-shot {one_shot_s:6.2f} s", flush=True)
-        long = None if args.upstream else long_stream(model, args.long_minutes, args.long_chunk_ms)
+        long = None
+        if not args.upstream and args.long_seconds > 0:
+            long = long_stream(model, args.long_seconds, args.long_chunk_ms, args.seed + 1)
 
     one_shot_runs = [r["one_shot_s"] for r in rows]
     one_shot_s = statistics.median(one_shot_runs)
@@ -263,18 +270,18 @@ def main() -> None:
         print(f"{r['label']:>8} {r['total_s']:9.2f} {r['one_shot_s']:9.2f} {r['ratio_vs_one_shot']:6.2f} {r['rtf']:6.3f} "
               f"{per_chunk} {r['relative_error_vs_one_shot']:8.1e} {r['max_abs_error_vs_one_shot']:8.1e}")
 
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    path = run.write(results)
     if args.upstream:
-        print(f"wrote {out_dir / 'results.json'}")
+        print(f"wrote {path}")
         return
-    print(f"long stream: {long['minutes']:.1f} min in {long['chunk_ms']} ms chunks: per chunk median (min) "
-          f"{long['early_ms_per_chunk']:.0f} ({long['early_ms_per_chunk_min']:.0f}) ms early vs "
-          f"{long['late_ms_per_chunk']:.0f} ({long['late_ms_per_chunk_min']:.0f}) ms late; RSS {long['rss_mib_early']:.0f} MiB early vs "
-          f"{long['rss_mib_end']:.0f} MiB at the end; KV cache at most {long['kv_cache_frames_max']} frames")
-    plot(results, out_dir / "bench_upstream.png")
-    print(f"wrote {out_dir / 'results.json'} and {out_dir / 'bench_upstream.png'}")
+    if long:
+        print(f"long stream: {long['seconds'] / 60:.1f} min in {long['chunk_ms']} ms chunks: per chunk median (min) "
+              f"{long['early_ms_per_chunk']:.0f} ({long['early_ms_per_chunk_min']:.0f}) ms early vs "
+              f"{long['late_ms_per_chunk']:.0f} ({long['late_ms_per_chunk_min']:.0f}) ms late; "
+              f"RSS {long['rss_mib_early']:.0f} MiB early vs {long['rss_mib_end']:.0f} MiB at the end; "
+              f"KV cache at most {long['kv_cache_frames_max']} frames")
+    plot(results, args.out_dir / "bench_upstream.png")
+    print(f"wrote {path} and {args.out_dir / 'bench_upstream.png'}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,13 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def pytest_configure(config):
+    # Here rather than in pyproject.toml, whose every change makes `make install` reinstall the venv.
+    config.addinivalue_line(
+        "markers", "multiprocess: starts several training processes that form one gloo process group (DDP, 2 nodes "
+        "via torchrun); -m 'not multiprocess' leaves them out")
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked s3prl are skipped, saying why, where s3prl is not installed: the NeMo 3.0 set has no
     torchaudio 2.8, which s3prl 0.4.18 needs. With the NeMo 2.5.3 set (make test) every one of them runs."""

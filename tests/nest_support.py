@@ -34,6 +34,15 @@ def data_overrides(corpus: dict | None, batch_size: int = 4) -> list[str]:
     ]
 
 
+def tarred_overrides(manifest: Path, archives: str, split: str = "train_ds") -> list[str]:
+    """Overrides reading ``split`` from NeMo tarred data; the brace pattern is quoted for Hydra's parser."""
+    return [
+        f"model.{split}.is_tarred=true",
+        f"model.{split}.manifest_filepath={manifest}",
+        f"model.{split}.tarred_audio_filepaths='{archives}'",
+    ]
+
+
 def compose_config(
     *overrides: str, config_name: str = STREAMING_CONFIG, corpus: dict | None = None, preset: str = "tiny"
 ) -> DictConfig:

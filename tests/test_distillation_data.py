@@ -1,13 +1,19 @@
-"""Distillation data: seeded crops from NeMo manifests, length batching, DDP sharding, errors before training."""
+"""Distillation data: seeded crops from NeMo manifests and tarred audio, length batching, DDP sharding, errors before
+training."""
 
 from __future__ import annotations
+
+import gzip
+import logging
+import re
 
 import pytest
 import soundfile as sf
 import torch
 
 from nemo_streaming_ssl.data.manifest import ManifestError, read_manifest
-from s3prl_upstream.distillation.data import CropDataset, CropPlan, DistillDataModule
+from s3prl_upstream.distillation.data import CropDataset, CropPlan, DistillDataModule, TarredEntry
+from tests.tarred_support import archive_members, copy_tarred, rewrite_archive, tarred  # noqa: F401 (fixture)
 
 
 def plan_lengths():
@@ -88,3 +94,55 @@ def test_data_module_loads_manifests_and_rejects_bad_ones(speech_corpus, tmp_pat
         DistillDataModule(speech_corpus["train"], speech_corpus["val"], min_seconds=600.0).prepare()
     with pytest.raises(ValueError, match="min_seconds"):
         DistillDataModule(speech_corpus["train"], speech_corpus["val"], min_seconds=0.0)
+
+
+def tarred_and_plain(speech_corpus, tarred, **kwargs):
+    """Data modules over the same training utterances: the tarred set and the plain manifest it was made from."""
+    plain = DistillDataModule(speech_corpus["train"], speech_corpus["val"], **kwargs)
+    from_tarred = DistillDataModule(tarred.manifest, speech_corpus["val"], train_tarred_audio_filepaths=tarred.archives, **kwargs)
+    plain.prepare()
+    from_tarred.prepare()
+    return plain, from_tarred
+
+
+def test_tarred_data_gives_the_same_batches_as_its_plain_manifest(speech_corpus, tarred, caplog):
+    """Same manifest durations, same seed: the same crop plan, read from the archives (in a worker process) bitwise
+    as from the files, in every epoch."""
+    caplog.set_level(logging.INFO, logger="s3prl_upstream.distillation.data")
+    plain, from_tarred = tarred_and_plain(speech_corpus, tarred, crop_seconds=1.0, batch_size=4, num_workers=0)
+    from_tarred.num_workers = 1
+    assert f"{tarred.manifest}: 22 utterances, 0.022 h in 2 archives" in caplog.text
+    assert all(isinstance(entry, TarredEntry) for entry in from_tarred.train_entries)
+    for epoch in (0, 1):
+        loaders = [module.train_dataloader() for module in (plain, from_tarred)]
+        for loader in loaders:
+            loader.sampler.set_epoch(epoch)
+        batches = [list(loader) for loader in loaders]
+        assert len(batches[0]) == len(batches[1]) == 6
+        for a, b in zip(*batches):
+            assert torch.equal(a["wav"], b["wav"]) and torch.equal(a["wav_lengths"], b["wav_lengths"])
+    assert "training on 22 utterances: 6 batches of up to 4 each epoch, 6 per rank on 1 ranks" in caplog.text
+
+
+@pytest.mark.parametrize("fault", ["missing", "corrupt"])
+def test_bad_tarred_member_stops_before_training_naming_archive_and_member(fault, speech_corpus, tarred, tmp_path):
+    manifest, archives = copy_tarred(tarred, tmp_path / "tarred")
+    archive = tmp_path / "tarred" / "audio_1.tar"
+    member = sorted(archive_members(archive))[2]
+    rewrite_archive(archive, **{"drop" if fault == "missing" else "corrupt": member})
+    expected = {
+        "missing": rf"member {member} is missing \({re.escape(str(manifest))}:\d+ names it with shard_id 1\).*Remake",
+        "corrupt": rf"member {member}: unreadable audio .*re-encode it",
+    }[fault]
+    data = DistillDataModule(manifest, speech_corpus["val"], train_tarred_audio_filepaths=archives, num_workers=0)
+    with pytest.raises(ManifestError, match=rf"^{re.escape(str(archive))}: {expected}"):
+        data.prepare()
+
+
+def test_compressed_archive_is_refused_naming_it(speech_corpus, tarred, tmp_path):
+    manifest, archives = copy_tarred(tarred, tmp_path / "tarred")
+    archive = tmp_path / "tarred" / "audio_0.tar"
+    archive.write_bytes(gzip.compress(archive.read_bytes()))  # still found and probed by tarfile's auto-detection
+    data = DistillDataModule(manifest, speech_corpus["val"], train_tarred_audio_filepaths=archives, num_workers=0)
+    with pytest.raises(ManifestError, match=rf"^{re.escape(str(archive))}: a compressed archive; .*remake them"):
+        data.prepare()

@@ -1,4 +1,5 @@
-"""The distillation recipe end to end on tiny teachers and espeak-ng speech: stages, checkpoints, resume, errors."""
+"""The distillation recipe end to end on tiny teachers and espeak-ng speech: stages, checkpoints, resume, errors,
+2 nodes."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from s3prl_upstream.wavlm import load_streaming_wavlm
 from s3prl_upstream.wavlm.checkpoint import TRUST_PICKLE_ENV
 from s3prl_upstream.distillation.demo_teacher import LARGE_STYLE, write_s3prl_wavlm
 from tests.distillation_support import teachers  # noqa: F401 (fixture)
+from tests.tarred_support import archive_members, copy_tarred, rewrite_archive, tarred  # noqa: F401 (fixture)
+from tests.multinode_support import checkpoint_steps, kill_nodes_when, launch_nodes, wait_nodes
 from tests.script_loader import load_script
 from tests.wavlm_helpers import TrainingNote
 
@@ -186,6 +189,33 @@ def test_each_stage_lowers_its_loss_on_a_fixed_batch(stage, teachers, speech_cor
         assert "encoder.relative_embedding" not in changed
 
 
+def tarred_training(manifest, archives) -> list[str]:
+    """Overrides training from NeMo tarred audio; the brace pattern is quoted for Hydra's parser."""
+    return [f"data.train_manifest={manifest}", f"data.train_tarred_audio_filepaths='{archives}'"]
+
+
+def test_tarred_training_data_gives_the_same_run_as_its_plain_manifest(teachers, speech_corpus, tarred, tmp_path):
+    """The archives made from the training manifest, same seed: the same first batches and the same first loss
+    bitwise, and after 2 + 2 steps bitwise the same student."""
+    plain, module = build(config(teachers["large"], speech_corpus, tmp_path / "plain"))
+    from_tarred, _ = build(config(teachers["large"], speech_corpus, tmp_path / "tarred",
+                                  *tarred_training(tarred.manifest, tarred.archives)))
+    plain_batches, tarred_batches = iter(plain.train_dataloader()), iter(from_tarred.train_dataloader())
+    for _ in range(4):
+        a, b = next(plain_batches), next(tarred_batches)
+        assert torch.equal(a["wav"], b["wav"])
+    with torch.no_grad():
+        losses = [module.distill(batch)["layer_mse"] for batch in (a, b)]
+    assert losses[0] > 0 and torch.equal(*losses)
+    students = [
+        torch.load(run_distillation(config(teachers["large"], speech_corpus, tmp_path / name, *overrides)).last_checkpoint,
+                   map_location="cpu", weights_only=True)["student_state_dict"]
+        for name, overrides in (("plain_run", []), ("tarred_run", tarred_training(tarred.manifest, tarred.archives)))
+    ]
+    for name, value in students[1].items():
+        torch.testing.assert_close(value, students[0][name], rtol=0, atol=0, msg=name)
+
+
 def test_frame_alignment_front_ends_agree_from_frame_2(teachers, tmp_path):
     """With the teacher's conv weights, the causal student's front end equals the padded teacher's exactly
     wherever the student's 400-sample window lies inside the audio (frame t >= 2)."""
@@ -219,7 +249,7 @@ def test_own_streaming_checkpoint_as_offline_teacher(trained):
     torch.testing.assert_close(out.layers[1], offline[2])
 
 
-def test_bad_inputs_fail_before_training(teachers, speech_corpus, tmp_path):
+def test_bad_inputs_fail_before_training(teachers, speech_corpus, tarred, tmp_path):
     def fails(error, match, teacher=teachers["large"], *overrides):
         exp_dir = tmp_path / f"exp{len(list(tmp_path.iterdir()))}"
         with pytest.raises(error, match=match):
@@ -237,6 +267,11 @@ def test_bad_inputs_fail_before_training(teachers, speech_corpus, tmp_path):
     empty = tmp_path / "empty.json"
     empty.write_text("")
     fails(ManifestError, r"empty manifest", teachers["large"], f"data.train_manifest={empty}")
+    manifest, archives = copy_tarred(tarred, tmp_path / "tarred")
+    member = sorted(archive_members(tmp_path / "tarred" / "audio_0.tar"))[0]
+    rewrite_archive(tmp_path / "tarred" / "audio_0.tar", drop=member)
+    fails(ManifestError, rf"audio_0.tar: member {member} is missing", teachers["large"],
+          *tarred_training(manifest, archives))
     fails(RecipeError, r"trainer.max_steps is set by the recipe", teachers["large"], "+trainer.max_steps=10")
     fails(RecipeError, r"teacher.weights_only is gone.*teacher.trust_pickle=true", teachers["large"],
           "+teacher.weights_only=false")
@@ -297,3 +332,62 @@ def test_fidelity_report_per_chunk_size(trained, speech_corpus, tmp_path, capsys
     expected = (weighted / frames).tolist()
     assert numbers["chunks"]["400"]["cosine"] == pytest.approx(expected, abs=1e-4)
     assert numbers["chunks"]["1000"]["cosine"] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(teachers, speech_corpus, tmp_path_factory):
+    """10 steps (2 + 8), last.ckpt every 4: on 1 node x 2 devices, and with the same command on 2 nodes x 1 process
+    (torchrun), killed once a checkpoint is written and rerun as it was (resume_from=auto)."""
+    work = tmp_path_factory.mktemp("distill_nodes")
+    command = [
+        f"teacher.checkpoint={teachers['large']}", "teacher.layers=[1,2,3]", f"data.train_manifest={speech_corpus['train']}",
+        f"data.val_manifest={speech_corpus['val']}", *TINY_RUN, "trainer.strategy=ddp", "stages.encoder.steps=8",
+        "checkpoint.every_n_steps=4", "trainer.val_check_interval=4", "resume_from=auto",
+    ]
+    one_node = work / "one_node"
+    run_script(*command, f"exp_dir={one_node}", "trainer.devices=2")
+    exp_dir = work / "two_nodes"
+    node_command = [*command, f"exp_dir={exp_dir}", "trainer.devices=1", "trainer.num_nodes=2"]
+
+    def checkpoint_written() -> bool:
+        steps = checkpoint_steps(exp_dir / "checkpoints")
+        return bool(steps) and steps.get("last.ckpt", 0) >= 4
+
+    kill_nodes_when(launch_nodes(SCRIPT, node_command, work / "first"), work / "first", checkpoint_written)
+    killed_at = checkpoint_steps(exp_dir / "checkpoints")["last.ckpt"]
+    events_before = set((exp_dir / "tensorboard").glob("events.out.tfevents.*"))
+    rerun = wait_nodes(launch_nodes(SCRIPT, node_command, work / "rerun"), work / "rerun")
+    return {
+        "one_node": one_node, "exp_dir": exp_dir, "killed_at": killed_at, "rerun": rerun,
+        "first": [(work / "first" / f"node{node}.log").read_text() for node in range(2)],
+        "new_events": set((exp_dir / "tensorboard").glob("events.out.tfevents.*")) - events_before,
+    }
+
+
+@pytest.mark.multiprocess
+def test_two_nodes_distil_as_one_node_of_two_devices(two_nodes):
+    """Ranks 0 and 1 of one world take the same batches of the plan as on 1 node: killed and resumed, the 2-node run
+    ends at the same step with bitwise the same student as the uninterrupted 1 node x 2 devices run."""
+    node0, node1 = two_nodes["first"]
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in node0 and "GLOBAL_RANK: 1, MEMBER: 2/2" in node1
+    one_node = torch.load(two_nodes["one_node"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    nodes = torch.load(two_nodes["exp_dir"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert one_node["global_step"] == nodes["global_step"] == 10
+    assert nodes["student_state_dict"].keys() == one_node["student_state_dict"].keys()
+    for name, value in nodes["student_state_dict"].items():
+        torch.testing.assert_close(value, one_node["student_state_dict"][name], rtol=0, atol=0, msg=name)
+    node0, node1 = two_nodes["rerun"]
+    assert "step 10: last checkpoint" in node0 and "student (best, for -k)" in node0
+    assert "last checkpoint" not in node1  # only global rank 0 reports and exports the students
+
+
+@pytest.mark.multiprocess
+def test_two_nodes_resume_after_a_kill(two_nodes):
+    """Each node restores the killed run's step and continues at that batch of its share of the plan (5 of the 11
+    batches of 2 per rank and epoch); the rerun trains only the remaining steps."""
+    killed_at = two_nodes["killed_at"]
+    assert killed_at in (4, 8), killed_at
+    for log in two_nodes["rerun"]:
+        assert f"resuming at batch {killed_at % 5} of 5 of epoch {killed_at // 5}" in log
+    (events,) = two_nodes["new_events"]
+    assert len(logged_steps(events, "train/loss")) == 10 - killed_at

@@ -1,4 +1,4 @@
-"""The pretrain script as users run it: manifest errors stop it early, DDP on 2 CPU processes, resume."""
+"""The pretrain script as users run it: manifest errors stop it early, DDP on 2 CPU processes, 2 nodes, resume."""
 
 import logging
 import re
@@ -9,7 +9,8 @@ import torch
 
 from nemo_streaming_ssl.models import StreamingNESTModel
 
-from .nest_support import data_overrides, run_pretrain
+from .multinode_support import checkpoint_steps, kill_nodes_when, launch_nodes, wait_nodes
+from .nest_support import PRETRAIN_SCRIPT, data_overrides, run_pretrain
 
 NEMO_LINE = re.compile(r"Pretrained model \(\.nemo\): (\S+)")
 
@@ -50,7 +51,8 @@ def test_bad_manifest_line_stops_before_training(speech_corpus, tmp_path):
 
 @pytest.fixture(scope="module")
 def ddp_run(speech_corpus, tmp_path_factory):
-    """4 steps of DDP on 2 CPU processes (gloo), checkpoints under exp/."""
+    """4 steps of DDP on 2 CPU processes (gloo), checkpoints under exp/; also the weights after those 4 steps,
+    kept before test_rerun_resumes_from_the_last_checkpoint trains on in that folder."""
     work = tmp_path_factory.mktemp("ddp")
     args = [
         "preset=tiny",
@@ -60,11 +62,13 @@ def ddp_run(speech_corpus, tmp_path_factory):
         "trainer.log_every_n_steps=1",
     ]
     first = run_pretrain([*args, "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_steps=4"], work)
-    return work, args, first
+    weights = [torch.load(path, map_location="cpu", weights_only=False)["state_dict"] for path in (work / "exp").rglob("*-last.ckpt")]
+    return work, args, first, weights
 
 
+@pytest.mark.multiprocess
 def test_ddp_on_two_cpu_processes(ddp_run):
-    work, _, result = ddp_run
+    work, _, result, _ = ddp_run
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "MEMBER: 1/2" in output and "MEMBER: 2/2" in output
@@ -76,7 +80,7 @@ def test_ddp_on_two_cpu_processes(ddp_run):
 
 def test_rerun_resumes_from_the_last_checkpoint(ddp_run):
     """A stopped run (here: one that reached max_steps=4) continues from its checkpoint when rerun."""
-    work, args, first = ddp_run
+    work, args, first, _ = ddp_run
     assert first.returncode == 0
     checkpoint = last_checkpoint(work / "exp")
     before = set((work / "exp").rglob("events.out.tfevents*"))
@@ -88,10 +92,80 @@ def test_rerun_resumes_from_the_last_checkpoint(ddp_run):
     assert logged_train_steps(set((work / "exp").rglob("events.out.tfevents*")) - before) == [4, 5, 6]  # not 0..6
 
 
+@pytest.fixture(scope="module")
+def two_nodes(ddp_run):
+    """ddp_run's settings on 2 nodes x 1 process (torchrun), to 12 steps with a checkpoint every 4 global steps
+    (STREAMING_NEST.md: not every 4 batches of each epoch, after which NeMo skips the final checkpoint); both nodes
+    are killed once the step-4 checkpoint is written, then the same two commands are run again."""
+    work, args, _, _ = ddp_run
+    run_dir = work / "exp" / "two_nodes"
+    node_args = [*args, "name=two_nodes", "trainer.devices=1", "trainer.num_nodes=2", "trainer.strategy=ddp",
+                 "trainer.max_steps=12", "trainer.val_check_interval=4", "trainer.check_val_every_n_epoch=null",
+                 "trainer.max_epochs=null"]
+
+    def step_4_saved() -> bool:
+        steps = checkpoint_steps(run_dir)
+        return bool(steps) and [s for name, s in steps.items() if name.endswith("-last.ckpt")] == [4]
+
+    killed = launch_nodes(PRETRAIN_SCRIPT, node_args, work / "first")
+    kill_nodes_when(killed, work / "first", step_4_saved)
+    (checkpoint,) = run_dir.rglob("*-last.ckpt")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    after_kill = {
+        "checkpoint": checkpoint,  # the rerun replaces it (its name holds the validation loss)
+        "step": state["global_step"],
+        "weights": state["state_dict"],
+        "files": {path.relative_to(run_dir) for path in run_dir.rglob("*") if path.is_file()},
+        "events": set(run_dir.rglob("events.out.tfevents*")),
+        "logs": [(work / "first" / f"node{node}.log").read_text() for node in range(2)],
+    }
+    rerun = wait_nodes(launch_nodes(PRETRAIN_SCRIPT, node_args, work / "rerun"), work / "rerun")
+    return {"run_dir": run_dir, "after_kill": after_kill, "rerun": rerun}
+
+
+@pytest.mark.multiprocess
+def test_two_nodes_are_ranks_0_and_1_of_one_world(two_nodes):
+    node0, node1 = two_nodes["after_kill"]["logs"]
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in node0 and "GLOBAL_RANK: 1, MEMBER: 2/2" in node1
+    # TensorBoard is written by global rank 0 only, and no .nemo before the end
+    assert len(two_nodes["after_kill"]["events"]) == 1
+    assert not [path for path in two_nodes["after_kill"]["files"] if path.suffix == ".nemo"]
+
+
+@pytest.mark.multiprocess
+def test_two_nodes_train_as_one_node_of_two_devices(two_nodes, ddp_run):
+    """Same seed, same shards (batch_size x devices x num_nodes = 2 x 1 x 2 here, 2 x 2 x 1 there), same sums
+    over the 2 ranks: the weights after 4 steps are bitwise those of the 1 node x 2 devices run."""
+    (one_node,) = ddp_run[3]
+    assert two_nodes["after_kill"]["step"] == 4
+    weights = two_nodes["after_kill"]["weights"]
+    assert weights.keys() == one_node.keys()
+    for name, value in weights.items():
+        torch.testing.assert_close(value, one_node[name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.multiprocess
+def test_two_nodes_resume_after_a_kill(two_nodes):
+    """The same two commands after the kill: they restore step 4 and train on to 12, node 0 writes the .nemo. Both
+    nodes end (wait_nodes checks their exit codes) only if both resumed: a node that started over would run 4 steps
+    more than the other, and their collective calls would not match."""
+    run_dir, checkpoint = two_nodes["run_dir"], two_nodes["after_kill"]["checkpoint"]
+    node0, node1 = two_nodes["rerun"]
+    assert f"Restoring states from the checkpoint path at {checkpoint}" in node0
+    assert global_step(last_checkpoint(run_dir)) == 12
+    new_events = set(run_dir.rglob("events.out.tfevents*")) - two_nodes["after_kill"]["events"]
+    # 8 steps (5..12), not 12 from scratch. Lightning numbers its log by batches stepped, which a checkpoint written
+    # during validation stores before counting that step's batch: the resumed run logs them at 3..10.
+    assert len(new_events) == 1 and logged_train_steps(new_events) == list(range(3, 11))
+    nemo_path = Path(NEMO_LINE.search(node0).group(1))
+    assert nemo_path == (run_dir / "checkpoints" / "two_nodes.nemo").resolve() and nemo_path.is_file()
+    assert not NEMO_LINE.search(node1)
+
+
 def test_output_is_one_step_bar_with_losses_and_folded_config_dumps(ddp_run):
     """The console of a run: one bar over global steps (3 of 3) showing the train and validation loss, no bar per
     epoch or validation, NeMo's config dumps folded to a line each."""
-    work, args, _ = ddp_run
+    work, args, _, _ = ddp_run
     settings = ["name=console", "trainer.devices=1", "trainer.max_steps=3", "trainer.val_check_interval=2"]
     run = run_pretrain([*args, *settings], work)
     output = run.stdout + run.stderr
@@ -104,7 +178,8 @@ def test_output_is_one_step_bar_with_losses_and_folded_config_dumps(ddp_run):
 
 
 def test_config_dumps_fold_unless_verbose():
-    """NeMo's logger: a multi-line record (a config dump) becomes its first line; verbose keeps it whole."""
+    """NeMo's logger: a multi-line record (a config dump) becomes its first line, a very long line (a dict dump)
+    its first 100 characters; verbose keeps both whole."""
     from nemo.utils import logging as nemo_logging
 
     from nemo_streaming_ssl.console import NEMO_LOGGER, fold_nemo_config_dumps
@@ -114,12 +189,17 @@ def test_config_dumps_fold_unless_verbose():
     handler.emit = lambda record: records.append(record.getMessage())
     logging.getLogger(NEMO_LOGGER).addHandler(handler)
     dump = "Train config:\n" + "\n".join(f"  key_{i}: {i}" for i in range(70))
+    schema = str({f"key_{i}": i for i in range(100)})  # one line of 1290 characters
     try:
         fold_nemo_config_dumps(verbose=False)
         nemo_logging.warning(dump)
+        nemo_logging.info(schema)
         fold_nemo_config_dumps(verbose=True)
         nemo_logging.warning(dump)
+        nemo_logging.info(schema)
     finally:
         logging.getLogger(NEMO_LOGGER).removeHandler(handler)
         fold_nemo_config_dumps(verbose=True)
-    assert records == ["Train config: [70 more lines hidden: verbose=true shows them]", dump]
+    assert records == ["Train config: [70 more lines hidden: verbose=true shows them]",
+                       f"{schema[:100]} [{len(schema) - 100} more characters hidden: verbose=true shows them]",
+                       dump, schema]

@@ -32,17 +32,18 @@ def benchmark(tmp_path_factory):
         progress=False,
         **TINY_TASK,
     )
-    return settings, run_benchmark(settings, command="pytest")
+    return settings, run_benchmark(settings, command="pytest")["results"]
 
 
 def test_smallest_setting_writes_well_formed_results(benchmark):
     settings, results = benchmark
     out = settings.out_dir
     on_disk = json.loads(open(f"{out}/results.json").read())
-    assert on_disk["table"] == results["table"] == open(f"{out}/table.txt").read().rstrip("\n")
-    for key in ("date_utc", "command", "machine", "settings", "task", "runs", "summary", "wall_s"):
-        assert key in on_disk, key
-    assert on_disk["command"] == "pytest" and on_disk["wall_s"]["total"] > 0
+    assert on_disk["results"]["table"] == results["table"] == open(f"{out}/table.txt").read().rstrip("\n")
+    assert list(on_disk) == ["benchmark", "command", "date", "machine", "settings", "results", "wall_s"]
+    assert on_disk["benchmark"] == "ssl_benefit" and on_disk["command"] == "pytest" and on_disk["wall_s"] > 0
+    for key in ("task", "runs", "summary", "stage_s"):
+        assert key in results, key
     with open(f"{out}/probe_accuracy.png", "rb") as png:
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
     assert [r["arm"] for r in results["runs"]] == list(ARMS)
@@ -78,7 +79,7 @@ def test_given_nemo_skips_pretraining(benchmark, tmp_path):
         progress=False,
         **TINY_TASK,
     )
-    rerun = run_benchmark(again)["runs"]
+    rerun = run_benchmark(again)["results"]["runs"]
     assert len(rerun) == 1 and rerun[0]["nemo"] == nemo and rerun[0]["pretrain_s"] < 60
     assert rerun[0]["pretraining"]["nemo"] == nemo  # the record written beside the .nemo
     first = next(r for r in results["runs"] if r["arm"] == "streaming")
@@ -141,9 +142,9 @@ def test_layer_features_do_not_depend_on_the_batch():
 def test_command_line_keeps_seeds_and_overrides_apart(tmp_path):
     script = load_script(REPO_ROOT / "scripts" / "ssl_benefit.py")
     s = script.parse_settings(
-        ["--out", str(tmp_path), "--seeds", "0", "1", "--override", "model.optim.lr=2.0", "model.masking.block_size=16"]
+        ["--out-dir", str(tmp_path), "--seeds", "0", "1", "--override", "model.optim.lr=2.0", "model.masking.block_size=16"]
     )
     assert s.seeds == (0, 1) and s.overrides == ("model.optim.lr=2.0", "model.masking.block_size=16")
     assert s.data_dir == str(tmp_path / "data") and s.arms == tuple(ARMS)
     with pytest.raises(SystemExit, match="ARM=PATH"):
-        script.parse_settings(["--out", str(tmp_path), "--nemo", "teacher=x.nemo"])
+        script.parse_settings(["--out-dir", str(tmp_path), "--nemo", "teacher=x.nemo"])

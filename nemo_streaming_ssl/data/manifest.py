@@ -12,7 +12,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import soundfile as sf
 
@@ -61,28 +61,33 @@ def probe_audio(path: str | Path, sample_rate: int) -> float:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: audio file not found")
+    return probe_audio_file(str(path), str(path), sample_rate)
+
+
+def probe_audio_file(file, where: str, sample_rate: int) -> float:
+    """``probe_audio`` for an open file or a path, ``where`` naming it in errors (e.g. archive and member)."""
     try:
-        info = sf.info(str(path))
+        info = sf.info(file)
     except Exception as exc:  # soundfile raises its own error types, all meaning "unreadable"
-        raise ManifestError(f"{path}: unreadable audio ({exc}); re-encode it as WAV or FLAC or drop it") from exc
+        raise ManifestError(f"{where}: unreadable audio ({exc}); re-encode it as WAV or FLAC or drop it") from exc
     if info.frames <= 0:
-        raise ManifestError(f"{path}: zero-length audio; drop it from the manifest")
+        raise ManifestError(f"{where}: zero-length audio; drop it from the manifest")
+    source = file if isinstance(file, str) else "in.wav"  # the sox examples name a path
     if info.samplerate != sample_rate:
         raise ManifestError(
-            f"{path}: sample rate {info.samplerate} Hz, the model expects {sample_rate} Hz; "
-            f"resample it, e.g. `sox {path} -r {sample_rate} out.wav`"
+            f"{where}: sample rate {info.samplerate} Hz, the model expects {sample_rate} Hz; "
+            f"resample it, e.g. `sox {source} -r {sample_rate} out.wav`"
         )
     if info.channels != 1:
-        raise ManifestError(f"{path}: {info.channels} channels, expected mono; mix it down, e.g. `sox {path} -c 1 out.wav`")
+        raise ManifestError(f"{where}: {info.channels} channels, expected mono; mix it down, e.g. `sox {source} -c 1 out.wav`")
     return info.frames / info.samplerate
 
 
-def read_manifest(path: str | Path) -> list[ManifestEntry]:
-    """Parse a manifest without touching the audio. Paths come back absolute."""
+def manifest_items(path: str | Path) -> Iterator[tuple[int, str, dict]]:
+    """Each line of a manifest as (line number, "path:line", JSON object) once its audio_filepath and duration check."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
-    entries = []
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
@@ -97,10 +102,18 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
             duration = item.get("duration")
             if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0:
                 raise ManifestError(f'{where}: "duration" must be a positive number of seconds, got {duration!r}')
-            audio = Path(item["audio_filepath"])
-            if not audio.is_absolute():
-                audio = path.parent / audio
-            entries.append(ManifestEntry(str(audio), float(duration), str(item.get("text", "")), line_no))
+            yield line_no, where, item
+
+
+def read_manifest(path: str | Path) -> list[ManifestEntry]:
+    """Parse a manifest without touching the audio. Paths come back absolute."""
+    path = Path(path)
+    entries = []
+    for line_no, _, item in manifest_items(path):
+        audio = Path(item["audio_filepath"])
+        if not audio.is_absolute():
+            audio = path.parent / audio
+        entries.append(ManifestEntry(str(audio), float(item["duration"]), str(item.get("text", "")), line_no))
     if not entries:
         raise ManifestError(f"{path}: empty manifest (no utterances)")
     return entries

@@ -15,12 +15,9 @@ pretraining. The probe (``probe.py``) is trained identically for every arm, laye
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import math
-import os
-import platform
 import statistics
 import textwrap
 import time
@@ -33,6 +30,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from ..bench import envelope, machine, now, write_results
 from ..config import compose_config
 from ..data.corpus import make_corpus
 from ..streaming.untrained import OFFLINE_CONFIG, STREAMING_CONFIG
@@ -317,19 +315,9 @@ def plot(summary: dict[str, dict], chance: float, path: Path, title: str) -> Non
     plt.close(fig)
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
-
-
 def run_benchmark(s: BenefitSettings, command: str = "") -> dict[str, Any]:
-    """Run every arm and seed; write results.json, probe_accuracy.png and table.txt under ``out_dir``."""
+    """Run every arm and seed; write results.json (the benchmarks' envelope, ``nemo_streaming_ssl.bench``),
+    probe_accuracy.png and table.txt under ``out_dir``; returns the envelope."""
     from tqdm import tqdm
 
     from ..models import StreamingNESTModel
@@ -340,7 +328,7 @@ def run_benchmark(s: BenefitSettings, command: str = "") -> dict[str, Any]:
     out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stages: dict[str, float] = {}
-    started = time.perf_counter()
+    started, date, host = time.perf_counter(), now(), machine()
 
     t0 = time.perf_counter()
     corpus, task = prepare_data(s)
@@ -386,10 +374,6 @@ def run_benchmark(s: BenefitSettings, command: str = "") -> dict[str, Any]:
     chance = 1.0 / num_keywords
     table = format_table(summary, chance)
     results = {
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "machine": machine(),
-        "settings": asdict(s),
         "task": {
             "num_keywords": num_keywords,
             "chance": chance,
@@ -402,10 +386,11 @@ def run_benchmark(s: BenefitSettings, command: str = "") -> dict[str, Any]:
         "runs": runs,
         "summary": summary,
         "table": table,
-        "wall_s": {**stages, "total": time.perf_counter() - started},
+        "stage_s": stages,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    wall_s = time.perf_counter() - started
+    write_results(out, envelope("ssl_benefit", command, date, host, asdict(s), results, wall_s))
     (out / "table.txt").write_text(table + "\n")
     title = f"preset={s.preset} mode={s.mode} steps={s.max_steps} corpus={s.corpus_utterances} utt; {' '.join(s.overrides)}"
     plot(summary, chance, out / "probe_accuracy.png", title)
-    return results
+    return envelope("ssl_benefit", command, date, host, asdict(s), results, wall_s)

@@ -8,13 +8,16 @@ import torch
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, OmegaConf
 
+from nemo.collections.asr.data import audio_to_text_dataset
 from nemo.collections.asr.models.ssl_models import EncDecDenoiseMaskedTokenPredModel
+from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
 from nemo.collections.asr.parts.preprocessing.features import normalize_batch
 from nemo.core.classes.common import typecheck
 
 from ..modules import MultiLatencyConformerEncoder
 from ..receptive_field import ReceptiveField, same_index_frames, token_prediction_frames
 from .config_checks import check_streaming_config, check_target_alignment
+from .lhotse_audio import ManifestParityLhotseAudioNoiseDataset
 
 
 class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
@@ -34,7 +37,8 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
     encoded_len (B,), masks (B, D, K*f) the masked mel frames of the scored tokens only, tokens (B, K, H).
 
     With ``model.streaming: false`` it is NeMo's EncDecDenoiseMaskedTokenPredModel (the offline baseline).
-    Both keep noisy utterances as long as the clean ones (NeMo 2.5.3's augmentor may report them shorter).
+    Both keep noisy utterances as long as the clean ones (NeMo 2.5.3's augmentor may report them shorter), and
+    both batch Lhotse data (``use_lhotse: true``) exactly as manifest data (``ManifestParityLhotseAudioNoiseDataset``).
     """
 
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
@@ -44,6 +48,25 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
         if cfg.get("streaming", True):
             check_streaming_config(cfg)  # refuse before building anything
         super().__init__(cfg, trainer)
+
+    def _setup_dataloader_from_config(self, config):
+        if not config.get("use_lhotse"):
+            return super()._setup_dataloader_from_config(config)
+        audio_to_text_dataset.inject_dataloader_value_from_model_config(self.cfg, config, key="sample_rate")
+        return get_lhotse_dataloader_from_config(
+            config,
+            global_rank=self.global_rank,
+            world_size=self.world_size,
+            dataset=ManifestParityLhotseAudioNoiseDataset(config.get("noise_manifest"), config.get("batch_augmentor")),
+        )
+
+    def setup_training_data(self, train_data_config):
+        if not train_data_config.get("use_lhotse"):
+            return super().setup_training_data(train_data_config)
+        # NeMo's version sizes the epoch by len(dataset), which Lhotse's tarred (iterable) datasets lack and
+        # which does not apply to Lhotse's endless streams (max_steps sizes the run); the rest is the same.
+        self._update_dataset_config(dataset_name="train", config=train_data_config)
+        self._train_dl = self._setup_dataloader_from_config(config=train_data_config)
 
     @property
     def streaming(self) -> bool:

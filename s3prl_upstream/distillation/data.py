@@ -1,9 +1,13 @@
-"""Distillation data: seeded random crops from NeMo manifests, batched by length, sharded over DDP ranks.
+"""Distillation data: seeded random crops from NeMo manifests or tarred datasets, batched by length, sharded over DDP ranks.
 
 A ``CropPlan`` (the DataLoader's sampler) decides everything in the main process from (seed, epoch):
 which utterances go together (sorted by duration, so a batch wastes little audio), one crop length per
 batch (the crop limit or the shortest utterance of the batch, so no padding is ever needed), each crop's
 start, and which rank gets which batch. ``CropDataset`` only reads the planned samples with soundfile.
+
+Tarred data (NeMo's ``audio_{0..N-1}.tar`` + tarred manifest) is indexed once before training: every member is
+found and its header read, and a crop then seeks into its archive. Random access is what the plan needs (NeMo's
+reader streams the archives in order), and the same manifest durations give the same plan as the plain manifest.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -21,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nemo_streaming_ssl.data.manifest import DURATION_TOLERANCE_S, ManifestEntry, ManifestError, validate_manifest
+from nemo_streaming_ssl.data.tarred import MAKE_TOOL, TarredMember, index_tarred_dataset
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,16 @@ class CropRequest:
     num_samples: int
 
 
-def usable_samples(entry: ManifestEntry, sample_rate: int) -> int:
+@dataclass(frozen=True)
+class TarredEntry:
+    """A tarred manifest line: its member's place in the archive, and the line's duration (the plan's length)."""
+
+    member: TarredMember
+    duration: float
+    line_no: int
+
+
+def usable_samples(entry: ManifestEntry | TarredEntry, sample_rate: int) -> int:
     """Samples we may read: the manifest duration less validation's tolerance, so a crop never runs past the file."""
     return int((entry.duration - DURATION_TOLERANCE_S) * sample_rate)
 
@@ -71,8 +86,8 @@ class CropPlan(Sampler[list[CropRequest]]):
         self.rank = rank
         self.epoch = 0
         self.resume_batch = 0  # batches of the current epoch already trained before a resume; used once
-        total = math.ceil(len(self.lengths) / batch_size)
-        self.num_batches = math.ceil(total / num_replicas) if wrap else total // num_replicas
+        total = self.total_batches = math.ceil(len(self.lengths) / batch_size)  # of all ranks together
+        self.num_batches = math.ceil(total / num_replicas) if wrap else total // num_replicas  # per rank
         if self.num_batches == 0:
             raise ManifestError(
                 f"{len(self.lengths)} utterances make {total} batches of {batch_size}, fewer than the "
@@ -112,7 +127,7 @@ class CropPlan(Sampler[list[CropRequest]]):
 class CropDataset(Dataset):
     """Reads planned crops: ``dataset[list of CropRequest] -> {"wav": [B, S] float32, "wav_lengths": [B]}``."""
 
-    def __init__(self, entries: Sequence[ManifestEntry]):
+    def __init__(self, entries: Sequence[ManifestEntry | TarredEntry]):
         self.entries = list(entries)
 
     def __len__(self) -> int:
@@ -120,11 +135,17 @@ class CropDataset(Dataset):
 
     def read(self, request: CropRequest) -> torch.Tensor:
         entry = self.entries[request.index]
-        audio, _ = sf.read(entry.audio_filepath, start=request.start, frames=request.num_samples, dtype="float32")
-        if len(audio) != request.num_samples:
+        crop = dict(start=request.start, frames=request.num_samples, dtype="float32")
+        if isinstance(entry, TarredEntry):
+            with entry.member.open() as member:
+                audio, _ = sf.read(member, **crop)
+            where, fix = f"{entry.member.archive}: member {entry.member.name}", f"remake the archives with {MAKE_TOOL}"
+        else:
+            audio, _ = sf.read(entry.audio_filepath, **crop)
+            where, fix = entry.audio_filepath, "rebuild the manifest with scripts/build_manifest.py"
+        if len(audio) != request.num_samples:  # the audio changed since it was checked
             raise ManifestError(
-                f"{entry.audio_filepath}: holds fewer samples than its manifest duration {entry.duration} s "
-                f"(line {entry.line_no}); rebuild the manifest with scripts/build_manifest.py"
+                f"{where}: holds fewer samples than its manifest duration {entry.duration} s (line {entry.line_no}); {fix}"
             )
         return torch.from_numpy(audio)
 
@@ -149,20 +170,37 @@ class PlannedLoader(DataLoader):
             )
 
 
-def load_entries(manifest: str | Path, sample_rate: int, min_seconds: float) -> list[ManifestEntry]:
-    """Validate a manifest (every line and audio header) and return its usable entries; logs what was skipped."""
+def load_entries(
+    manifest: str | Path, sample_rate: int, min_seconds: float, tarred_audio_filepaths: str | None = None
+) -> list[ManifestEntry] | list[TarredEntry]:
+    """Validate a manifest (every line and audio header; with archives, every member) and return its usable
+    entries; logs how many there are and what was skipped."""
+    if tarred_audio_filepaths:
+        report = index_tarred_dataset(manifest, tarred_audio_filepaths, sample_rate, min_duration=min_seconds)
+        for archive in report.archives:
+            try:  # a crop seeks to its member, which a compressed stream cannot do
+                tarfile.open(archive, "r:").close()
+            except tarfile.ReadError:
+                raise ManifestError(
+                    f"{archive}: a compressed archive; random crops need plain .tar archives: remake them with {MAKE_TOOL}"
+                ) from None
+        log.info(report.summary())
+        return [TarredEntry(report.member(line), line.duration, line.line_no) for line in report.usable]
     report = validate_manifest(manifest, sample_rate, min_duration=min_seconds)
     log.info(report.summary())
     return report.entries
 
 
 class DistillDataModule(pl.LightningDataModule):
-    """Train/validation crops from two NeMo manifests. ``prepare()`` validates both; call it before training."""
+    """Train/validation crops from two NeMo manifests, each plain or tarred (with its archives' brace pattern).
+    ``prepare()`` validates both; call it before training."""
 
     def __init__(
         self,
         train_manifest: str,
         val_manifest: str,
+        train_tarred_audio_filepaths: str | None = None,
+        val_tarred_audio_filepaths: str | None = None,
         sample_rate: int = 16000,
         crop_seconds: float = 8.0,
         val_crop_seconds: float = 8.0,
@@ -176,6 +214,7 @@ class DistillDataModule(pl.LightningDataModule):
         if min_seconds <= DURATION_TOLERANCE_S:
             raise ValueError(f"data.min_seconds must exceed {DURATION_TOLERANCE_S} s (manifest duration tolerance)")
         self.train_manifest, self.val_manifest = train_manifest, val_manifest
+        self.train_archives, self.val_archives = train_tarred_audio_filepaths, val_tarred_audio_filepaths
         self.sample_rate = sample_rate
         self.crop_samples = round(crop_seconds * sample_rate)
         self.val_crop_samples = round(val_crop_seconds * sample_rate)
@@ -183,19 +222,22 @@ class DistillDataModule(pl.LightningDataModule):
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self.train_entries: list[ManifestEntry] | None = None
-        self.val_entries: list[ManifestEntry] | None = None
+        self.train_entries: list[ManifestEntry] | list[TarredEntry] | None = None
+        self.val_entries: list[ManifestEntry] | list[TarredEntry] | None = None
 
     def prepare(self) -> None:
-        """Read and check both manifests (idempotent); raises ManifestError naming the file, line and fix."""
+        """Read and check both manifests (idempotent); raises ManifestError naming the file, line (or archive and
+        member) and fix."""
         if self.train_entries is None:
-            self.train_entries = load_entries(self.train_manifest, self.sample_rate, self.min_seconds)
-            self.val_entries = load_entries(self.val_manifest, self.sample_rate, self.min_seconds)
+            self.train_entries = load_entries(self.train_manifest, self.sample_rate, self.min_seconds, self.train_archives)
+            self.val_entries = load_entries(self.val_manifest, self.sample_rate, self.min_seconds, self.val_archives)
 
     def setup(self, stage: str) -> None:
         self.prepare()
 
-    def _loader(self, entries: list[ManifestEntry], batch_size: int, crop_samples: int, shuffle: bool) -> PlannedLoader:
+    def _loader(
+        self, entries: list[ManifestEntry] | list[TarredEntry], batch_size: int, crop_samples: int, shuffle: bool
+    ) -> PlannedLoader:
         trainer = self.trainer
         plan = CropPlan(
             [usable_samples(e, self.sample_rate) for e in entries],
@@ -218,10 +260,17 @@ class DistillDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> PlannedLoader:
         loader = self._loader(self.train_entries, self.batch_size, self.crop_samples, shuffle=True)
+        plan = loader.sampler
+        left_over = plan.total_batches - plan.num_batches * plan.num_replicas
+        log.info(
+            "training on %d utterances: %d batches of up to %d each epoch, %d per rank on %d ranks%s",
+            len(self.train_entries), plan.total_batches, self.batch_size, plan.num_batches, plan.num_replicas,
+            f"; {left_over} batches (different ones each epoch) do not fill a round of ranks and wait for a later epoch"
+            if left_over else "",
+        )
         if self.trainer is not None and self.trainer.global_step > 0:
             # Resumed run (Lightning restores the step before asking for data): every epoch has the same
             # number of batches, so the step says where in the restored epoch's seeded plan to continue.
-            plan = loader.sampler
             plan.resume_batch = self.trainer.global_step * self.trainer.accumulate_grad_batches % len(plan)
             log.info("resuming at batch %d of %d of epoch %d", plan.resume_batch, len(plan), self.trainer.current_epoch)
         return loader

@@ -115,6 +115,8 @@ def build(cfg: DictConfig) -> tuple[DistillDataModule, StreamingWavLMDistillatio
     data = DistillDataModule(
         train_manifest=cfg.data.train_manifest,
         val_manifest=cfg.data.val_manifest,
+        train_tarred_audio_filepaths=cfg.data.get("train_tarred_audio_filepaths"),
+        val_tarred_audio_filepaths=cfg.data.get("val_tarred_audio_filepaths"),
         sample_rate=cfg.data.sample_rate,
         crop_seconds=cfg.data.crop_seconds,
         val_crop_seconds=cfg.data.val_crop_seconds,

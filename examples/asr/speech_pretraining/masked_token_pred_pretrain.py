@@ -8,7 +8,8 @@
 Configs live in the repository's conf/ (streaming modes, size presets, the offline baseline
 ``--config-name=nest_fast-conformer_offline``); see STREAMING_NEST.md. Before the trainer starts, every line
 and audio file of the train, validation and noise manifests is checked (a bad line stops the run, naming the
-file and line) and the utterances dropped by the duration limits are counted. Logs (TensorBoard) and
+file and line) and the utterances dropped by the duration limits are counted; for NeMo tarred data
+(``is_tarred``, docs/data_at_scale.md) every archive member, and how the processes will split the archives. Logs (TensorBoard) and
 checkpoints go to ``exp_manager.exp_dir``/``name``; rerunning the same command resumes from the last
 checkpoint. A rerun whose model config differs from the run in that folder (another mode, preset, attention
 context, masking...) stops before anything is trained or written, listing what differs: give it its own
@@ -45,6 +46,7 @@ from nemo.utils.exp_manager import exp_manager  # noqa: E402
 from nemo_streaming_ssl.config import config_dir  # noqa: E402
 from nemo_streaming_ssl.console import fold_nemo_config_dumps, progress_callbacks  # noqa: E402
 from nemo_streaming_ssl.data.manifest import ManifestError, validate_manifest  # noqa: E402
+from nemo_streaming_ssl.data.tarred import check_tarred_dataset  # noqa: E402
 from nemo_streaming_ssl.models import StreamingNESTModel  # noqa: E402
 from nemo_streaming_ssl.run_record import (  # noqa: E402
     RerunError,
@@ -68,22 +70,45 @@ def manifest_paths(value) -> list[str]:
     return [p.strip() for p in str(value).split(",") if p.strip()]
 
 
-def validate_data(model_cfg: DictConfig) -> None:
-    """Check every manifest of the run and print what will be used; raise ManifestError on a bad one."""
+def validate_data(model_cfg: DictConfig, world_size: int) -> None:
+    """Check every manifest of the run (and every archive member of tarred data, as ``world_size`` processes will
+    read them) and print what will be used; raise ManifestError on a bad one."""
     sample_rate = model_cfg.sample_rate
     for split in ("train_ds", "validation_ds"):
         ds = model_cfg.get(split)
         if ds is None:
             continue
-        if ds.get("is_tarred", False) or ds.get("use_lhotse", False):
-            print(f"{split}: tarred/lhotse data, audio inside archives is not validated here")
-            continue
         paths = manifest_paths(ds.get("manifest_filepath"))
+        lhotse = ds.get("use_lhotse", False)
+        if lhotse and not paths:
+            print(f"{split}: lhotse data without manifest_filepath (shar_path, cuts_path, input_cfg) is not validated here")
+            continue
         if not paths:
             raise ManifestError(f"model.{split}.manifest_filepath is not set")
-        for path in paths:
-            report = validate_manifest(path, sample_rate, ds.get("min_duration"), ds.get("max_duration"))
+        if ds.get("is_tarred", False) or (lhotse and ds.get("tarred_audio_filepaths")):
+            if len(paths) > 1:
+                raise ManifestError(
+                    f"model.{split}: give one tarred manifest and its archives (the pretrain script checks no "
+                    "bucketed tarred data); merge the buckets into one tarred set with scripts/make_tarred_dataset.py"
+                )
+            report = check_tarred_dataset(
+                paths[0],
+                ds.get("tarred_audio_filepaths"),
+                sample_rate,
+                ds.get("min_duration"),
+                ds.get("max_duration"),
+                world_size=world_size,
+                batch_size=ds.batch_size,
+                drop_last=ds.get("drop_last", False),
+                # Lhotse gives every process every archive, in its own order, as an endless stream.
+                shard_strategy="replicate" if lhotse else ds.get("tarred_shard_strategy", "scatter"),
+                balanced=split == "train_ds" and not lhotse,  # uneven training batches hang DDP at the epoch's end
+            )
             print(f"{split}: {report.summary()}")
+        else:
+            for path in paths:
+                report = validate_manifest(path, sample_rate, ds.get("min_duration"), ds.get("max_duration"))
+                print(f"{split}: {report.summary()}")
         noise_paths = manifest_paths(ds.get("noise_manifest"))
         for path in noise_paths:
             print(f"{split} noise: {validate_manifest(path, sample_rate).summary()}")
@@ -101,17 +126,24 @@ def nemo_file(trainer: pl.Trainer, log_dir: Path, name: str) -> Path:
 
 @hydra_runner(config_path=str(config_dir()), config_name="nest_fast-conformer_streaming")
 def main(cfg: DictConfig) -> None:
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if any(cfg.model.get(split, {}).get("use_lhotse", False) for split in ("train_ds", "validation_ds")):
+        # Lhotse's samplers split the data over the processes themselves; Lightning's would wrap them and fail.
+        trainer_cfg.setdefault("use_distributed_sampler", False)
+    # The trainer knows the number of processes the data is split over; building it starts none.
+    trainer = pl.Trainer(**trainer_cfg, callbacks=progress_callbacks(cfg.trainer))
     # Every DDP process runs this script (Lightning's launcher, torchrun, SLURM); the first of each node checks the data.
     if os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")) == "0":
         try:
-            validate_data(cfg.model)
+            validate_data(cfg.model, trainer.world_size)
         except ManifestError as exc:
             print(f"manifest error: {exc}", file=sys.stderr)
             raise SystemExit(MANIFEST_ERROR_EXIT) from None
+    # The same seed in every process: a rerun repeats a run, and 2 nodes x 1 device train as 1 node x 2 devices.
+    pl.seed_everything(cfg.get("seed", 0), workers=True)
     fold_nemo_config_dumps(cfg.get("verbose", False))
     logging.info(f"Config:\n{OmegaConf.to_yaml(cfg)}")
 
-    trainer = pl.Trainer(**cfg.trainer, callbacks=progress_callbacks(cfg.trainer))
     log_dir = exp_manager(trainer, cfg.get("exp_manager", None))
     try:  # before the model is built or a checkpoint resumed: a run of another config there stays as it is
         earlier = nemo_model_definition(logged_nemo_model_config(log_dir) or {}) or None
