@@ -328,6 +328,23 @@ def machine() -> dict[str, Any]:
     }
 
 
+def write_results(out: Path, command: str, settings, table: str, stages: dict[str, float], started: float, **sections) -> dict[str, Any]:
+    """``out/results.json`` (date, command, machine, settings, ``sections``, table, wall time per stage and in
+    total since ``started``) and ``out/table.txt``; returns the results."""
+    results = {
+        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "machine": machine(),
+        "settings": asdict(settings),
+        **sections,
+        "table": table,
+        "wall_s": {**stages, "total": time.perf_counter() - started},
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "table.txt").write_text(table + "\n")
+    return results
+
+
 def run_benchmark(s: BenefitSettings, command: str = "") -> dict[str, Any]:
     """Run every arm and seed; write results.json, probe_accuracy.png and table.txt under ``out_dir``."""
     from tqdm import tqdm
@@ -385,12 +402,14 @@ def run_benchmark(s: BenefitSettings, command: str = "") -> dict[str, Any]:
     summary = summarize(runs)
     chance = 1.0 / num_keywords
     table = format_table(summary, chance)
-    results = {
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "machine": machine(),
-        "settings": asdict(s),
-        "task": {
+    results = write_results(
+        out,
+        command,
+        s,
+        table,
+        stages,
+        started,
+        task={
             "num_keywords": num_keywords,
             "chance": chance,
             "train_clips": len(task_clips["train"]),
@@ -398,14 +417,10 @@ def run_benchmark(s: BenefitSettings, command: str = "") -> dict[str, Any]:
             "train_speakers": sorted(speakers["train"]),
             "test_speakers": sorted(speakers["test"]),
         },
-        "corpus": {k: str(v) for k, v in corpus.items()},
-        "runs": runs,
-        "summary": summary,
-        "table": table,
-        "wall_s": {**stages, "total": time.perf_counter() - started},
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "table.txt").write_text(table + "\n")
+        corpus={k: str(v) for k, v in corpus.items()},
+        runs=runs,
+        summary=summary,
+    )
     title = f"preset={s.preset} mode={s.mode} steps={s.max_steps} corpus={s.corpus_utterances} utt; {' '.join(s.overrides)}"
     plot(summary, chance, out / "probe_accuracy.png", title)
     return results
