@@ -19,9 +19,12 @@ from .wavlm_helpers import relative_error, tiny_config, tiny_model
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN not built into torch")
 
 
-def fast_linear(in_features: int, out_features: int, max_prepacked_rows: int = 64) -> nn.Linear:
+def fast_linear(in_features: int, out_features: int, max_prepacked_rows: int = 64, prepack_min_elements: int = 0
+                ) -> nn.Linear:
+    """A layer with the path; by default every weight size takes the oneDNN part (small sizes keep tests fast)."""
     layer = nn.Linear(in_features, out_features)
-    assert use_fast_cpu_linears(layer, max_prepacked_rows) == 1 and type(layer) is FewRowCPULinear
+    assert use_fast_cpu_linears(layer, max_prepacked_rows, prepack_min_elements) == 1
+    assert type(layer) is FewRowCPULinear and layer.weight.stride() == (1, out_features)  # input-major
     return layer
 
 
@@ -61,6 +64,18 @@ def test_few_row_linear_keeps_autograd_and_large_inputs_on_the_plain_path():
     with torch.no_grad():
         off(torch.randn(1, 32))
     assert off._packed is None
+
+
+def test_small_weights_stay_on_input_major_f_linear():
+    """Below prepack_min_elements (the default keeps NEST's presets up to large there): input-major F.linear."""
+    torch.manual_seed(0)
+    layer, x = nn.Linear(176, 704), torch.randn(5, 176)
+    with torch.no_grad():
+        expected = F.linear(x, layer.weight, layer.bias)
+        use_fast_cpu_linears(layer)
+        y = layer(x)
+    assert layer._packed is None and layer.weight.stride() == (1, 704)
+    assert relative_error(y, expected) < 1e-6
 
 
 def test_model_with_packed_weights_copies_and_saves():

@@ -41,13 +41,14 @@ def tiny_config(**changes) -> StreamingWavLMConfig:
 
 def tiny_model(seed: int = 0, **changes) -> StreamingWavLM:
     """Every parameter random (LayerNorms and gates included), so a wrong term cannot hide behind an init.
-    An inference model as ``load_streaming_wavlm`` makes one: eval mode, few-row CPU linears."""
+    An inference model as ``load_streaming_wavlm`` makes one (eval mode, few-row CPU linears), its small
+    weights taking the oneDNN path that only the full-size model's large ones take."""
     torch.manual_seed(seed)
     model = StreamingWavLM(tiny_config(**changes))
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(1.0 + 0.1 * torch.randn_like(p) if name.endswith("norm.weight") else 0.3 * torch.randn_like(p))
-    use_fast_cpu_linears(model)
+    use_fast_cpu_linears(model, prepack_min_elements=0)
     return model.eval()
 
 
