@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from nemo_streaming_ssl.bench import BenchRun, add_common_options
+from nemo_streaming_ssl.core.fast_linear import use_fast_cpu_linears
 from s3prl_upstream.expert import StreamingWavLMExpert
 from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
 
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = StreamingWavLMConfig(num_layers=args.num_layers, dim=args.dim, ffn_dim=4 * args.dim,
                                num_heads=args.dim // 64)
     model = StreamingWavLM(cfg).eval()
+    use_fast_cpu_linears(model)  # as load_streaming_wavlm and the hub entries give it
     samples = int(args.seconds * SAMPLE_RATE)
     wav = 0.1 * torch.randn(args.batch, samples)
     lengths_samples = None
