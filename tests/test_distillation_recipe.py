@@ -335,19 +335,52 @@ def test_fidelity_report_per_chunk_size(trained, speech_corpus, tmp_path, capsys
 
 
 @pytest.fixture(scope="module")
-def two_nodes(teachers, speech_corpus, tmp_path_factory):
-    """10 steps (2 + 8), last.ckpt every 4: on 1 node x 2 devices, and with the same command on 2 nodes x 1 process
-    (torchrun), killed once a checkpoint is written and rerun as it was (resume_from=auto)."""
-    work = tmp_path_factory.mktemp("distill_nodes")
-    command = [
+def ddp_command(teachers, speech_corpus) -> list[str]:
+    """10 steps (2 + 8) of DDP, last.ckpt every 4, resumable (resume_from=auto)."""
+    return [
         f"teacher.checkpoint={teachers['large']}", "teacher.layers=[1,2,3]", f"data.train_manifest={speech_corpus['train']}",
         f"data.val_manifest={speech_corpus['val']}", *TINY_RUN, "trainer.strategy=ddp", "stages.encoder.steps=8",
         "checkpoint.every_n_steps=4", "trainer.val_check_interval=4", "resume_from=auto",
     ]
-    one_node = work / "one_node"
-    run_script(*command, f"exp_dir={one_node}", "trainer.devices=2")
+
+
+@pytest.fixture(scope="module")
+def one_node(ddp_command, tmp_path_factory) -> dict:
+    """The DDP run on 1 node x 2 devices (Lightning starts the second process) from the plain manifest."""
+    exp_dir = tmp_path_factory.mktemp("distill_one_node")
+    return {"exp_dir": exp_dir, "output": run_script(*ddp_command, f"exp_dir={exp_dir}", "trainer.devices=2").stdout}
+
+
+def last_checkpoint(exp_dir: Path) -> dict:
+    return torch.load(exp_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def assert_same_student(run: dict, reference: dict) -> None:
+    assert run["global_step"] == reference["global_step"]
+    assert run["student_state_dict"].keys() == reference["student_state_dict"].keys()
+    for name, value in run["student_state_dict"].items():
+        torch.testing.assert_close(value, reference["student_state_dict"][name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.multiprocess
+def test_two_devices_from_tarred_audio_train_as_from_the_plain_manifest(one_node, ddp_command, tarred, tmp_path):
+    """Both ranks take 5 of the 11 planned batches per epoch from the archives too, and 10 steps end bitwise at the
+    plain manifest's student."""
+    output = run_script(*ddp_command, *tarred_training(tarred.manifest, tarred.archives), f"exp_dir={tmp_path}",
+                        "trainer.devices=2").stdout
+    planned = "training on 22 utterances: 11 batches of up to 2 each epoch, 5 per rank on 2 ranks"
+    assert output.count(planned) == one_node["output"].count(planned) == 2, output[-3000:]
+    tarred_run = last_checkpoint(tmp_path)
+    assert tarred_run["global_step"] == 10
+    assert_same_student(tarred_run, last_checkpoint(one_node["exp_dir"]))
+
+
+@pytest.fixture(scope="module")
+def two_nodes(one_node, ddp_command, tmp_path_factory):
+    """The DDP command on 2 nodes x 1 process (torchrun), killed once a checkpoint is written and rerun as it was."""
+    work = tmp_path_factory.mktemp("distill_nodes")
     exp_dir = work / "two_nodes"
-    node_command = [*command, f"exp_dir={exp_dir}", "trainer.devices=1", "trainer.num_nodes=2"]
+    node_command = [*ddp_command, f"exp_dir={exp_dir}", "trainer.devices=1", "trainer.num_nodes=2"]
 
     def checkpoint_written() -> bool:
         steps = checkpoint_steps(exp_dir / "checkpoints")
@@ -358,7 +391,7 @@ def two_nodes(teachers, speech_corpus, tmp_path_factory):
     events_before = set((exp_dir / "tensorboard").glob("events.out.tfevents.*"))
     rerun = wait_nodes(launch_nodes(SCRIPT, node_command, work / "rerun"), work / "rerun")
     return {
-        "one_node": one_node, "exp_dir": exp_dir, "killed_at": killed_at, "rerun": rerun,
+        "one_node": one_node["exp_dir"], "exp_dir": exp_dir, "killed_at": killed_at, "rerun": rerun,
         "first": [(work / "first" / f"node{node}.log").read_text() for node in range(2)],
         "new_events": set((exp_dir / "tensorboard").glob("events.out.tfevents.*")) - events_before,
     }
@@ -370,12 +403,9 @@ def test_two_nodes_distil_as_one_node_of_two_devices(two_nodes):
     ends at the same step with bitwise the same student as the uninterrupted 1 node x 2 devices run."""
     node0, node1 = two_nodes["first"]
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in node0 and "GLOBAL_RANK: 1, MEMBER: 2/2" in node1
-    one_node = torch.load(two_nodes["one_node"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    nodes = torch.load(two_nodes["exp_dir"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert one_node["global_step"] == nodes["global_step"] == 10
-    assert nodes["student_state_dict"].keys() == one_node["student_state_dict"].keys()
-    for name, value in nodes["student_state_dict"].items():
-        torch.testing.assert_close(value, one_node["student_state_dict"][name], rtol=0, atol=0, msg=name)
+    nodes = last_checkpoint(two_nodes["exp_dir"])
+    assert nodes["global_step"] == 10
+    assert_same_student(nodes, last_checkpoint(two_nodes["one_node"]))
     node0, node1 = two_nodes["rerun"]
     assert "step 10: last checkpoint" in node0 and "student (best, for -k)" in node0
     assert "last checkpoint" not in node1  # only global rank 0 reports and exports the students
