@@ -117,6 +117,8 @@ def build(cfg: DictConfig) -> tuple[DistillDataModule, StreamingWavLMDistillatio
         val_manifest=cfg.data.val_manifest,
         train_tarred_audio_filepaths=cfg.data.get("train_tarred_audio_filepaths"),
         val_tarred_audio_filepaths=cfg.data.get("val_tarred_audio_filepaths"),
+        train_shar_path=cfg.data.get("train_shar_path"),
+        val_shar_path=cfg.data.get("val_shar_path"),
         sample_rate=cfg.data.sample_rate,
         crop_seconds=cfg.data.crop_seconds,
         val_crop_seconds=cfg.data.val_crop_seconds,
