@@ -14,6 +14,7 @@ import torch
 
 from nemo_streaming_ssl.config import compose_config
 from nemo_streaming_ssl.data.manifest import ManifestError
+from nemo_streaming_ssl.data.tarred import make_tarred_dataset
 from nemo_streaming_ssl.run_record import RerunError
 from s3prl_upstream.distillation.recipe import RecipeError, build, run_distillation
 from s3prl_upstream.distillation.student import StudentInitError
@@ -22,7 +23,9 @@ from s3prl_upstream.wavlm import load_streaming_wavlm
 from s3prl_upstream.wavlm.checkpoint import TRUST_PICKLE_ENV
 from s3prl_upstream.distillation.demo_teacher import LARGE_STYLE, write_s3prl_wavlm
 from tests.distillation_support import teachers  # noqa: F401 (fixture)
-from tests.tarred_support import archive_members, copy_tarred, rewrite_archive, tarred  # noqa: F401 (fixture)
+from tests.tarred_support import (  # noqa: F401 (fixtures)
+    archive_members, copy_tarred, exact_corpus, rewrite_archive, shar, tarred,
+)
 from tests.multinode_support import checkpoint_steps, kill_nodes_when, launch_nodes, wait_nodes
 from tests.script_loader import load_script
 from tests.wavlm_helpers import TrainingNote
@@ -335,11 +338,12 @@ def test_fidelity_report_per_chunk_size(trained, speech_corpus, tmp_path, capsys
 
 
 @pytest.fixture(scope="module")
-def ddp_command(teachers, speech_corpus) -> list[str]:
-    """10 steps (2 + 8) of DDP, last.ckpt every 4, resumable (resume_from=auto)."""
+def ddp_command(teachers, exact_corpus) -> list[str]:
+    """10 steps (2 + 8) of DDP, last.ckpt every 4, resumable (resume_from=auto). The training manifest's durations
+    are the files' exact ones, as in Lhotse Shar made from it, so that both give the same crop plan."""
     return [
-        f"teacher.checkpoint={teachers['large']}", "teacher.layers=[1,2,3]", f"data.train_manifest={speech_corpus['train']}",
-        f"data.val_manifest={speech_corpus['val']}", *TINY_RUN, "trainer.strategy=ddp", "stages.encoder.steps=8",
+        f"teacher.checkpoint={teachers['large']}", "teacher.layers=[1,2,3]", f"data.train_manifest={exact_corpus['train']}",
+        f"data.val_manifest={exact_corpus['val']}", *TINY_RUN, "trainer.strategy=ddp", "stages.encoder.steps=8",
         "checkpoint.every_n_steps=4", "trainer.val_check_interval=4", "resume_from=auto",
     ]
 
@@ -363,16 +367,23 @@ def assert_same_student(run: dict, reference: dict) -> None:
 
 
 @pytest.mark.multiprocess
-def test_two_devices_from_tarred_audio_train_as_from_the_plain_manifest(one_node, ddp_command, tarred, tmp_path):
-    """Both ranks take 5 of the 11 planned batches per epoch from the archives too, and 10 steps end bitwise at the
-    plain manifest's student."""
-    output = run_script(*ddp_command, *tarred_training(tarred.manifest, tarred.archives), f"exp_dir={tmp_path}",
-                        "trainer.devices=2").stdout
+@pytest.mark.parametrize("source", ["tarred", "shar"])
+def test_two_devices_from_tarred_audio_or_shar_train_as_from_the_plain_manifest(
+    source, one_node, ddp_command, exact_corpus, shar, tmp_path
+):
+    """Both ranks take 5 of the 11 planned batches per epoch from NeMo's archives or Lhotse Shar made from the manifest
+    too, and 10 steps end bitwise at the plain manifest's student."""
+    if source == "tarred":
+        tarred = make_tarred_dataset([exact_corpus["train"]], tmp_path / "tarred", num_shards=2)
+        data = tarred_training(tarred.manifest, tarred.archives)
+    else:
+        data = ["data.train_manifest=null", f"data.train_shar_path={shar}"]
+    output = run_script(*ddp_command, *data, f"exp_dir={tmp_path / 'run'}", "trainer.devices=2").stdout
     planned = "training on 22 utterances: 11 batches of up to 2 each epoch, 5 per rank on 2 ranks"
     assert output.count(planned) == one_node["output"].count(planned) == 2, output[-3000:]
-    tarred_run = last_checkpoint(tmp_path)
-    assert tarred_run["global_step"] == 10
-    assert_same_student(tarred_run, last_checkpoint(one_node["exp_dir"]))
+    run = last_checkpoint(tmp_path / "run")
+    assert run["global_step"] == 10
+    assert_same_student(run, last_checkpoint(one_node["exp_dir"]))
 
 
 @pytest.fixture(scope="module")
