@@ -185,5 +185,41 @@ def test_bad_lhotse_shar_stops_before_training_naming_archive_and_cut(exact_corp
     (folder / "cuts.000001.jsonl.gz").unlink()
     with pytest.raises(ManifestError, match=r"found 1 cut files and 2 recording archives; write it with .* --shar"):
         data.prepare()
-    with pytest.raises(ValueError, match="exactly one of data.train_manifest and data.train_shar_path"):
+    with pytest.raises(ValueError, match="exactly one of data.train_manifest, data.train_shar_path and data.train_cuts"):
         DistillDataModule(exact_corpus["train"], exact_corpus["val"], train_shar_path=str(folder))
+
+
+def test_lhotse_cut_manifest_gives_the_same_batches_as_its_plain_manifest(exact_corpus, tmp_path):
+    """A cut manifest of the same files, written by Lhotse: the same entries and batches; a cut of part of a
+    recording or a missing file stops it naming the cut's line."""
+    from lhotse import CutSet, Recording, RecordingSet
+    from lhotse.serialization import save_to_jsonl
+
+    manifest = read_manifest(exact_corpus["train"])
+    recordings = RecordingSet.from_recordings(Recording.from_file(entry.audio_filepath) for entry in manifest)
+    cuts_path = tmp_path / "cuts.jsonl.gz"
+    CutSet.from_manifests(recordings=recordings).to_file(cuts_path)
+    modules = [
+        DistillDataModule(exact_corpus["train"], exact_corpus["val"], crop_seconds=1.0, batch_size=4, num_workers=0),
+        DistillDataModule(None, exact_corpus["val"], train_cuts_path=str(cuts_path), crop_seconds=1.0, batch_size=4,
+                          num_workers=0),
+    ]
+    for module in modules:
+        module.prepare()
+    assert [(e.audio_filepath, e.duration) for e in modules[1].train_entries] == [
+        (e.audio_filepath, e.duration) for e in modules[0].train_entries
+    ]
+    batches = [list(module.train_dataloader()) for module in modules]
+    assert len(batches[0]) == len(batches[1]) == 6
+    for a, b in zip(*batches):
+        assert torch.equal(a["wav"], b["wav"])
+    cuts = CutSet.from_file(cuts_path)
+    bad = tmp_path / "bad.jsonl.gz"
+    save_to_jsonl([cuts[0].truncate(offset=0.5, preserve_id=True).to_dict()], bad)
+    with pytest.raises(ManifestError, match=rf"^{re.escape(str(bad))}:1: cut {cuts[0].id} is not a whole recording"):
+        DistillDataModule(None, exact_corpus["val"], train_cuts_path=str(bad), num_workers=0).prepare()
+    moved = cuts[2].to_dict()
+    moved["recording"]["sources"][0]["source"] = str(tmp_path / "gone.wav")
+    save_to_jsonl([cuts[1].to_dict(), moved], bad)
+    with pytest.raises(ManifestError, match=rf"^{re.escape(str(bad))}:2: .*gone.wav: audio file not found"):
+        DistillDataModule(None, exact_corpus["val"], train_cuts_path=str(bad), num_workers=0).prepare()

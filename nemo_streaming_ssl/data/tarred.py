@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterator, Sequence
 
-from .manifest import DURATION_TOLERANCE_S, ManifestError, manifest_items, probe_audio_file, validate_manifest
+from .manifest import (
+    DURATION_TOLERANCE_S, ManifestError, manifest_items, probe_audio_file, validate_manifest, whole_recording_cut,
+)
 
 TARRED_MANIFEST = "tarred_audio_manifest.json"
 MAKE_TOOL = "scripts/make_tarred_dataset.py"
@@ -322,12 +324,9 @@ def index_lhotse_shar(
     lines = []
     for shard_id, cut_file in enumerate(cut_files):
         for line_no, cut in enumerate(load_jsonl(cut_file), start=1):
-            if cut.get("type") != "MonoCut" or cut.get("start", 0) != 0 or "recording" not in cut:
-                raise ManifestError(
-                    f"{cut_file}:{line_no}: cut {cut.get('id')} is not a whole recording (a MonoCut from 0 s with "
-                    f"its recording in {archives[shard_id].name}); write the Shar from whole recordings with "
-                    f"{MAKE_TOOL} --shar"
-                )
+            whole_recording_cut(
+                cut, f"{cut_file}:{line_no}", "shar", f"write the Shar from whole recordings with {MAKE_TOOL} --shar"
+            )
             lines.append(TarredLine(cut["id"], shard_id, float(cut["duration"]), line_no))
     report = TarredReport(folder, [str(path) for path in archives])
     return locate_members(

@@ -119,6 +119,8 @@ def build(cfg: DictConfig) -> tuple[DistillDataModule, StreamingWavLMDistillatio
         val_tarred_audio_filepaths=cfg.data.get("val_tarred_audio_filepaths"),
         train_shar_path=cfg.data.get("train_shar_path"),
         val_shar_path=cfg.data.get("val_shar_path"),
+        train_cuts_path=cfg.data.get("train_cuts_path"),
+        val_cuts_path=cfg.data.get("val_cuts_path"),
         sample_rate=cfg.data.sample_rate,
         crop_seconds=cfg.data.crop_seconds,
         val_crop_seconds=cfg.data.val_crop_seconds,
