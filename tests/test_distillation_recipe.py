@@ -377,7 +377,7 @@ def test_two_devices_from_tarred_audio_or_shar_train_as_from_the_plain_manifest(
         tarred = make_tarred_dataset([exact_corpus["train"]], tmp_path / "tarred", num_shards=2)
         data = tarred_training(tarred.manifest, tarred.archives)
     else:
-        data = ["data.train_manifest=null", f"data.train_shar_path={shar}"]
+        data = ["data.train_manifest=null", f"data.train_shar_path={shar}"]  # ddp_command gives the manifest
     output = run_script(*ddp_command, *data, f"exp_dir={tmp_path / 'run'}", "trainer.devices=2").stdout
     planned = "training on 22 utterances: 11 batches of up to 2 each epoch, 5 per rank on 2 ranks"
     assert output.count(planned) == one_node["output"].count(planned) == 2, output[-3000:]
