@@ -150,23 +150,28 @@ def test_compressed_archive_is_refused_naming_it(speech_corpus, tarred, tmp_path
         data.prepare()
 
 
-def test_lhotse_shar_gives_the_same_batches_as_its_plain_manifest(exact_corpus, shar, caplog):
-    """Shar made from the manifest: its cuts' durations give the same crop plan, read from the recording archives
-    bitwise as from the files."""
-    caplog.set_level(logging.INFO, logger="s3prl_upstream.distillation.data")
-    modules = [
-        DistillDataModule(exact_corpus["train"], exact_corpus["val"], crop_seconds=1.0, batch_size=4, num_workers=0),
-        DistillDataModule(None, exact_corpus["val"], train_shar_path=str(shar), crop_seconds=1.0, batch_size=4,
-                          num_workers=0),
-    ]
+def same_batches_as_the_manifest(corpus, **source) -> DistillDataModule:
+    """The training data from ``source`` (e.g. train_shar_path=...) instead of the corpus manifest gives the same
+    6 batches bitwise; returns its data module."""
+    settings = dict(crop_seconds=1.0, batch_size=4, num_workers=0)
+    modules = [DistillDataModule(corpus["train"], corpus["val"], **settings),
+               DistillDataModule(None, corpus["val"], **source, **settings)]
     for module in modules:
         module.prepare()
-    assert f"{shar}: 22 utterances, 0.022 h in 2 archives" in caplog.text
-    assert all(isinstance(entry, TarredEntry) for entry in modules[1].train_entries)
     batches = [list(module.train_dataloader()) for module in modules]
     assert len(batches[0]) == len(batches[1]) == 6
     for a, b in zip(*batches):
         assert torch.equal(a["wav"], b["wav"])
+    return modules[1]
+
+
+def test_lhotse_shar_gives_the_same_batches_as_its_plain_manifest(exact_corpus, shar, caplog):
+    """Shar made from the manifest: its cuts' durations give the same crop plan, read from the recording archives
+    bitwise as from the files."""
+    caplog.set_level(logging.INFO, logger="s3prl_upstream.distillation.data")
+    from_shar = same_batches_as_the_manifest(exact_corpus, train_shar_path=str(shar))
+    assert f"{shar}: 22 utterances, 0.022 h in 2 archives" in caplog.text
+    assert all(isinstance(entry, TarredEntry) for entry in from_shar.train_entries)
 
 
 def test_bad_lhotse_shar_stops_before_training_naming_archive_and_cut(exact_corpus, shar, tmp_path):
@@ -199,20 +204,8 @@ def test_lhotse_cut_manifest_gives_the_same_batches_as_its_plain_manifest(exact_
     recordings = RecordingSet.from_recordings(Recording.from_file(entry.audio_filepath) for entry in manifest)
     cuts_path = tmp_path / "cuts.jsonl.gz"
     CutSet.from_manifests(recordings=recordings).to_file(cuts_path)
-    modules = [
-        DistillDataModule(exact_corpus["train"], exact_corpus["val"], crop_seconds=1.0, batch_size=4, num_workers=0),
-        DistillDataModule(None, exact_corpus["val"], train_cuts_path=str(cuts_path), crop_seconds=1.0, batch_size=4,
-                          num_workers=0),
-    ]
-    for module in modules:
-        module.prepare()
-    assert [(e.audio_filepath, e.duration) for e in modules[1].train_entries] == [
-        (e.audio_filepath, e.duration) for e in modules[0].train_entries
-    ]
-    batches = [list(module.train_dataloader()) for module in modules]
-    assert len(batches[0]) == len(batches[1]) == 6
-    for a, b in zip(*batches):
-        assert torch.equal(a["wav"], b["wav"])
+    from_cuts = same_batches_as_the_manifest(exact_corpus, train_cuts_path=str(cuts_path))
+    assert [(e.audio_filepath, e.duration) for e in from_cuts.train_entries] == [(e.audio_filepath, e.duration) for e in manifest]
     cuts = CutSet.from_file(cuts_path)
     bad = tmp_path / "bad.jsonl.gz"
     save_to_jsonl([cuts[0].truncate(offset=0.5, preserve_id=True).to_dict()], bad)
