@@ -1,5 +1,5 @@
-"""Distillation data: seeded crops from NeMo manifests and tarred audio, length batching, DDP sharding, errors before
-training."""
+"""Distillation data: seeded crops from NeMo manifests, tarred audio and Lhotse Shar, length batching, DDP sharding,
+errors before training."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import torch
 
 from nemo_streaming_ssl.data.manifest import ManifestError, read_manifest
 from s3prl_upstream.distillation.data import CropDataset, CropPlan, DistillDataModule, TarredEntry
-from tests.tarred_support import archive_members, copy_tarred, rewrite_archive, tarred  # noqa: F401 (fixture)
+from tests.tarred_support import (  # noqa: F401 (fixtures)
+    archive_members, copy_tarred, exact_corpus, rewrite_archive, shar, tarred,
+)
 
 
 def plan_lengths():
@@ -146,3 +148,71 @@ def test_compressed_archive_is_refused_naming_it(speech_corpus, tarred, tmp_path
     data = DistillDataModule(manifest, speech_corpus["val"], train_tarred_audio_filepaths=archives, num_workers=0)
     with pytest.raises(ManifestError, match=rf"^{re.escape(str(archive))}: a compressed archive; .*remake them"):
         data.prepare()
+
+
+def same_batches_as_the_manifest(corpus, **source) -> DistillDataModule:
+    """The training data from ``source`` (e.g. train_shar_path=...) instead of the corpus manifest gives the same
+    6 batches bitwise; returns its data module."""
+    settings = dict(crop_seconds=1.0, batch_size=4, num_workers=0)
+    modules = [DistillDataModule(corpus["train"], corpus["val"], **settings),
+               DistillDataModule(None, corpus["val"], **source, **settings)]
+    for module in modules:
+        module.prepare()
+    batches = [list(module.train_dataloader()) for module in modules]
+    assert len(batches[0]) == len(batches[1]) == 6
+    for a, b in zip(*batches):
+        assert torch.equal(a["wav"], b["wav"])
+    return modules[1]
+
+
+def test_lhotse_shar_gives_the_same_batches_as_its_plain_manifest(exact_corpus, shar, caplog):
+    """Shar made from the manifest: its cuts' durations give the same crop plan, read from the recording archives
+    bitwise as from the files."""
+    caplog.set_level(logging.INFO, logger="s3prl_upstream.distillation.data")
+    from_shar = same_batches_as_the_manifest(exact_corpus, train_shar_path=str(shar))
+    assert f"{shar}: 22 utterances, 0.022 h in 2 archives" in caplog.text
+    assert all(isinstance(entry, TarredEntry) for entry in from_shar.train_entries)
+
+
+def test_bad_lhotse_shar_stops_before_training_naming_archive_and_cut(exact_corpus, shar, tmp_path):
+    folder = tmp_path / "shar"
+    folder.mkdir()
+    for path in shar.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    archive = folder / "recording.000001.tar"
+    member = sorted(name for name in archive_members(archive) if name.endswith(".flac"))[1]
+    rewrite_archive(archive, drop=member)
+    cut = member.removesuffix(".flac")
+    data = DistillDataModule(None, exact_corpus["val"], train_shar_path=str(folder), num_workers=0)
+    cuts = re.escape(str(folder / "cuts.000001.jsonl.gz"))
+    with pytest.raises(ManifestError, match=rf"^{re.escape(str(archive))}: member {cut} is missing \({cuts}:\d+ names it"):
+        data.prepare()
+    (folder / "cuts.000001.jsonl.gz").unlink()
+    with pytest.raises(ManifestError, match=r"found 1 cut files and 2 recording archives; write it with .* --shar"):
+        data.prepare()
+    with pytest.raises(ValueError, match="exactly one of data.train_manifest, data.train_shar_path and data.train_cuts"):
+        DistillDataModule(exact_corpus["train"], exact_corpus["val"], train_shar_path=str(folder))
+
+
+def test_lhotse_cut_manifest_gives_the_same_batches_as_its_plain_manifest(exact_corpus, tmp_path):
+    """A cut manifest of the same files, written by Lhotse: the same entries and batches; a cut of part of a
+    recording or a missing file stops it naming the cut's line."""
+    from lhotse import CutSet, Recording, RecordingSet
+    from lhotse.serialization import save_to_jsonl
+
+    manifest = read_manifest(exact_corpus["train"])
+    recordings = RecordingSet.from_recordings(Recording.from_file(entry.audio_filepath) for entry in manifest)
+    cuts_path = tmp_path / "cuts.jsonl.gz"
+    CutSet.from_manifests(recordings=recordings).to_file(cuts_path)
+    from_cuts = same_batches_as_the_manifest(exact_corpus, train_cuts_path=str(cuts_path))
+    assert [(e.audio_filepath, e.duration) for e in from_cuts.train_entries] == [(e.audio_filepath, e.duration) for e in manifest]
+    cuts = CutSet.from_file(cuts_path)
+    bad = tmp_path / "bad.jsonl.gz"
+    save_to_jsonl([cuts[0].truncate(offset=0.5, preserve_id=True).to_dict()], bad)
+    with pytest.raises(ManifestError, match=rf"^{re.escape(str(bad))}:1: cut {cuts[0].id} is not a whole recording"):
+        DistillDataModule(None, exact_corpus["val"], train_cuts_path=str(bad), num_workers=0).prepare()
+    moved = cuts[2].to_dict()
+    moved["recording"]["sources"][0]["source"] = str(tmp_path / "gone.wav")
+    save_to_jsonl([cuts[1].to_dict(), moved], bad)
+    with pytest.raises(ManifestError, match=rf"^{re.escape(str(bad))}:2: .*gone.wav: audio file not found"):
+        DistillDataModule(None, exact_corpus["val"], train_cuts_path=str(bad), num_workers=0).prepare()

@@ -14,6 +14,7 @@ import torch
 
 from nemo_streaming_ssl.config import compose_config
 from nemo_streaming_ssl.data.manifest import ManifestError
+from nemo_streaming_ssl.data.tarred import make_tarred_dataset
 from nemo_streaming_ssl.run_record import RerunError
 from s3prl_upstream.distillation.recipe import RecipeError, build, run_distillation
 from s3prl_upstream.distillation.student import StudentInitError
@@ -22,7 +23,9 @@ from s3prl_upstream.wavlm import load_streaming_wavlm
 from s3prl_upstream.wavlm.checkpoint import TRUST_PICKLE_ENV
 from s3prl_upstream.distillation.demo_teacher import LARGE_STYLE, write_s3prl_wavlm
 from tests.distillation_support import teachers  # noqa: F401 (fixture)
-from tests.tarred_support import archive_members, copy_tarred, rewrite_archive, tarred  # noqa: F401 (fixture)
+from tests.tarred_support import (  # noqa: F401 (fixtures)
+    archive_members, copy_tarred, exact_corpus, rewrite_archive, shar, tarred,
+)
 from tests.multinode_support import checkpoint_steps, kill_nodes_when, launch_nodes, wait_nodes
 from tests.script_loader import load_script
 from tests.wavlm_helpers import TrainingNote
@@ -335,19 +338,60 @@ def test_fidelity_report_per_chunk_size(trained, speech_corpus, tmp_path, capsys
 
 
 @pytest.fixture(scope="module")
-def two_nodes(teachers, speech_corpus, tmp_path_factory):
-    """10 steps (2 + 8), last.ckpt every 4: on 1 node x 2 devices, and with the same command on 2 nodes x 1 process
-    (torchrun), killed once a checkpoint is written and rerun as it was (resume_from=auto)."""
-    work = tmp_path_factory.mktemp("distill_nodes")
-    command = [
-        f"teacher.checkpoint={teachers['large']}", "teacher.layers=[1,2,3]", f"data.train_manifest={speech_corpus['train']}",
-        f"data.val_manifest={speech_corpus['val']}", *TINY_RUN, "trainer.strategy=ddp", "stages.encoder.steps=8",
+def ddp_command(teachers, exact_corpus) -> list[str]:
+    """10 steps (2 + 8) of DDP, last.ckpt every 4, resumable (resume_from=auto). The training manifest's durations
+    are the files' exact ones, as in Lhotse Shar made from it, so that both give the same crop plan."""
+    return [
+        f"teacher.checkpoint={teachers['large']}", "teacher.layers=[1,2,3]", f"data.train_manifest={exact_corpus['train']}",
+        f"data.val_manifest={exact_corpus['val']}", *TINY_RUN, "trainer.strategy=ddp", "stages.encoder.steps=8",
         "checkpoint.every_n_steps=4", "trainer.val_check_interval=4", "resume_from=auto",
     ]
-    one_node = work / "one_node"
-    run_script(*command, f"exp_dir={one_node}", "trainer.devices=2")
+
+
+@pytest.fixture(scope="module")
+def one_node(ddp_command, tmp_path_factory) -> dict:
+    """The DDP run on 1 node x 2 devices (Lightning starts the second process) from the plain manifest."""
+    exp_dir = tmp_path_factory.mktemp("distill_one_node")
+    return {"exp_dir": exp_dir, "output": run_script(*ddp_command, f"exp_dir={exp_dir}", "trainer.devices=2").stdout}
+
+
+def last_checkpoint(exp_dir: Path) -> dict:
+    return torch.load(exp_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def assert_same_student(run: dict, reference: dict) -> None:
+    assert run["global_step"] == reference["global_step"]
+    assert run["student_state_dict"].keys() == reference["student_state_dict"].keys()
+    for name, value in run["student_state_dict"].items():
+        torch.testing.assert_close(value, reference["student_state_dict"][name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("source", ["tarred", "shar"])
+def test_two_devices_from_tarred_audio_or_shar_train_as_from_the_plain_manifest(
+    source, one_node, ddp_command, exact_corpus, shar, tmp_path
+):
+    """Both ranks take 5 of the 11 planned batches per epoch from NeMo's archives or Lhotse Shar made from the manifest
+    too, and 10 steps end bitwise at the plain manifest's student."""
+    if source == "tarred":
+        tarred = make_tarred_dataset([exact_corpus["train"]], tmp_path / "tarred", num_shards=2)
+        data = tarred_training(tarred.manifest, tarred.archives)
+    else:
+        data = ["data.train_manifest=null", f"data.train_shar_path={shar}"]  # ddp_command gives the manifest
+    output = run_script(*ddp_command, *data, f"exp_dir={tmp_path / 'run'}", "trainer.devices=2").stdout
+    planned = "training on 22 utterances: 11 batches of up to 2 each epoch, 5 per rank on 2 ranks"
+    assert output.count(planned) == one_node["output"].count(planned) == 2, output[-3000:]
+    run = last_checkpoint(tmp_path / "run")
+    assert run["global_step"] == 10
+    assert_same_student(run, last_checkpoint(one_node["exp_dir"]))
+
+
+@pytest.fixture(scope="module")
+def two_nodes(one_node, ddp_command, tmp_path_factory):
+    """The DDP command on 2 nodes x 1 process (torchrun), killed once a checkpoint is written and rerun as it was."""
+    work = tmp_path_factory.mktemp("distill_nodes")
     exp_dir = work / "two_nodes"
-    node_command = [*command, f"exp_dir={exp_dir}", "trainer.devices=1", "trainer.num_nodes=2"]
+    node_command = [*ddp_command, f"exp_dir={exp_dir}", "trainer.devices=1", "trainer.num_nodes=2"]
 
     def checkpoint_written() -> bool:
         steps = checkpoint_steps(exp_dir / "checkpoints")
@@ -358,7 +402,7 @@ def two_nodes(teachers, speech_corpus, tmp_path_factory):
     events_before = set((exp_dir / "tensorboard").glob("events.out.tfevents.*"))
     rerun = wait_nodes(launch_nodes(SCRIPT, node_command, work / "rerun"), work / "rerun")
     return {
-        "one_node": one_node, "exp_dir": exp_dir, "killed_at": killed_at, "rerun": rerun,
+        "one_node": one_node["exp_dir"], "exp_dir": exp_dir, "killed_at": killed_at, "rerun": rerun,
         "first": [(work / "first" / f"node{node}.log").read_text() for node in range(2)],
         "new_events": set((exp_dir / "tensorboard").glob("events.out.tfevents.*")) - events_before,
     }
@@ -370,12 +414,9 @@ def test_two_nodes_distil_as_one_node_of_two_devices(two_nodes):
     ends at the same step with bitwise the same student as the uninterrupted 1 node x 2 devices run."""
     node0, node1 = two_nodes["first"]
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in node0 and "GLOBAL_RANK: 1, MEMBER: 2/2" in node1
-    one_node = torch.load(two_nodes["one_node"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    nodes = torch.load(two_nodes["exp_dir"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert one_node["global_step"] == nodes["global_step"] == 10
-    assert nodes["student_state_dict"].keys() == one_node["student_state_dict"].keys()
-    for name, value in nodes["student_state_dict"].items():
-        torch.testing.assert_close(value, one_node["student_state_dict"][name], rtol=0, atol=0, msg=name)
+    nodes = last_checkpoint(two_nodes["exp_dir"])
+    assert nodes["global_step"] == 10
+    assert_same_student(nodes, last_checkpoint(two_nodes["one_node"]))
     node0, node1 = two_nodes["rerun"]
     assert "step 10: last checkpoint" in node0 and "student (best, for -k)" in node0
     assert "last checkpoint" not in node1  # only global rank 0 reports and exports the students

@@ -2,38 +2,19 @@
 loader's batches and loss, duration bucketing keeps each batch in one bucket, and the pretrain script runs it on
 2-process CPU DDP."""
 
-import json
-from pathlib import Path
-
 import pytest
-import soundfile as sf
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from nemo_streaming_ssl.data.tarred import make_lhotse_shar, make_tarred_dataset
 from nemo_streaming_ssl.models import StreamingNESTModel
 
+from .tarred_support import exact_corpus  # noqa: F401 (fixture)
 from .nest_support import compose_config, data_overrides, run_pretrain, tarred_overrides
 from .test_nest_pretrain_script import global_step, last_checkpoint
 
 LOSS_TOLERANCE = 1e-6  # same samples, same seeds, same CPU kernels (measured: identical)
 LHOTSE = ("++model.train_ds.use_lhotse=true", "++model.train_ds.force_finite=true")  # finite: one pass, then stop
-
-
-@pytest.fixture(scope="module")
-def exact_corpus(speech_corpus, tmp_path_factory):
-    """The corpus with durations of exactly the files' samples: NeMo's manifest loader reads int(duration * rate)
-    samples, Lhotse round(duration * rate), so 4-decimal durations would differ by a sample at the end."""
-    folder = tmp_path_factory.mktemp("exact")
-    lines = []
-    for line in Path(speech_corpus["train"]).read_text().splitlines():
-        item = json.loads(line)
-        frames = sf.info(item["audio_filepath"]).frames
-        item["duration"] = frames / 16000
-        assert int(item["duration"] * 16000) == frames
-        lines.append(json.dumps(item))
-    (folder / "train.json").write_text("\n".join(lines) + "\n")
-    return dict(speech_corpus, train=folder / "train.json")
 
 
 def first_batch_and_loss(model, loader):

@@ -119,19 +119,50 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
     return entries
 
 
+def whole_recording_cut(cut: dict, where: str, source_type: str, fix: str) -> None:
+    """Refuse a Lhotse cut that is not one whole recording stored as ``source_type``: a random crop reads a
+    recording from its start to the cut's duration."""
+    sources = cut.get("recording", {}).get("sources", [])
+    if cut.get("type") != "MonoCut" or cut.get("start", 0) != 0 or [s.get("type") for s in sources] != [source_type]:
+        raise ManifestError(
+            f"{where}: cut {cut.get('id')} is not a whole recording (a MonoCut from 0 s of one {source_type!r} "
+            f"source); {fix}"
+        )
+
+
+def read_lhotse_cuts(path: str | Path) -> list[ManifestEntry]:
+    """A Lhotse cut manifest (``cuts.jsonl.gz``) of whole recordings on disk, as manifest entries (no audio read)."""
+    from lhotse.serialization import load_jsonl
+
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: cut manifest not found")
+    entries = []
+    for line_no, cut in enumerate(load_jsonl(path), start=1):
+        whole_recording_cut(cut, f"{path}:{line_no}", "file", "give cuts of whole audio files")
+        source = cut["recording"]["sources"][0]["source"]
+        text = " ".join(sup.get("text") or "" for sup in cut.get("supervisions", [])).strip()
+        entries.append(ManifestEntry(source, float(cut["duration"]), text, line_no))
+    if not entries:
+        raise ManifestError(f"{path}: empty cut manifest (no cuts)")
+    return entries
+
+
 def validate_manifest(
     path: str | Path,
     sample_rate: int,
     min_duration: float | None = None,
     max_duration: float | None = None,
+    entries: Sequence[ManifestEntry] | None = None,
 ) -> ManifestReport:
-    """Check every line and every audio file of a manifest; raise ManifestError on the first bad one.
+    """Check every line and every audio file of a manifest (or ``entries`` read from ``path`` another way, e.g.
+    ``read_lhotse_cuts``); raise ManifestError on the first bad one.
 
     Entries outside [min_duration, max_duration] are not errors (NeMo drops them by design) but are
     counted in the report, and a manifest left with no usable entry is an error.
     """
     report = ManifestReport(Path(path))
-    for entry in read_manifest(path):
+    for entry in read_manifest(path) if entries is None else entries:
         try:
             real = probe_audio(entry.audio_filepath, sample_rate)
         except ManifestError as exc:

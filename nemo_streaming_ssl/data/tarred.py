@@ -11,7 +11,8 @@ epoch length still counts it; with ``tarred_shard_strategy: scatter`` (its defau
 their number is not a multiple of the processes are never read; and processes whose archives hold different
 numbers of batches hang at the end of an epoch. ``check_tarred_dataset`` finds each of these before training,
 naming the archive and member. ``index_tarred_dataset`` (its first half) also says where each member's bytes lie, for
-readers that crop at random places (the distillation recipe) instead of streaming.
+readers that crop at random places (the distillation recipe) instead of streaming; ``index_lhotse_shar`` does the same
+for Lhotse Shar.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
-from .manifest import DURATION_TOLERANCE_S, ManifestError, manifest_items, probe_audio_file, validate_manifest
+from .manifest import (
+    DURATION_TOLERANCE_S, ManifestError, manifest_items, probe_audio_file, validate_manifest, whole_recording_cut,
+)
 
 TARRED_MANIFEST = "tarred_audio_manifest.json"
 MAKE_TOOL = "scripts/make_tarred_dataset.py"
+SHAR_SIDE_MEMBERS = (".json", ".nodata", ".nometa")  # a Shar recording archive's members that are not audio
 
 
 @dataclass(frozen=True)
@@ -203,15 +207,27 @@ def read_tarred_manifest(path: str | Path, num_archives: int) -> list[TarredLine
     return lines
 
 
-def scan_archive(path: str, wanted: set[str], sample_rate: int) -> tuple[dict[str, TarredMember], int]:
-    """Probe the wanted members of one archive (headers only); return the members present and the count of others."""
+def nemo_member_key(name: str) -> str:
+    return Path(name).name
+
+
+def shar_member_key(name: str) -> str:
+    """Lhotse Shar stores a cut's audio as ``<cut id>.<format>`` next to ``<cut id>.json`` (its recording's manifest)."""
+    return name if name.endswith(SHAR_SIDE_MEMBERS) else name.rsplit(".", 1)[0]
+
+
+def scan_archive(
+    path: str, wanted: set[str], sample_rate: int, key: Callable[[str], str] = nemo_member_key
+) -> tuple[dict[str, TarredMember], int]:
+    """Probe the wanted members of one archive (headers only), found by ``key(member name)``; return the members
+    present by key and the count of others."""
     if not Path(path).is_file():
         raise ManifestError(f"{path}: archive not found; check tarred_audio_filepaths")
     found, others = {}, 0
     try:
         with tarfile.open(path) as archive:
             for member in archive:
-                name = Path(member.name).name
+                name = key(member.name)
                 if not member.isfile():
                     continue
                 if name not in wanted:
@@ -242,30 +258,81 @@ def index_tarred_dataset(
     archives = archive_paths(tarred_audio_filepaths)
     report = TarredReport(Path(manifest), archives)
     lines = read_tarred_manifest(manifest, len(archives))
+    return locate_members(
+        report, lines, sample_rate, min_duration, max_duration, nemo_member_key,
+        lambda line: f"{manifest}:{line.line_no}", lost="NeMo would skip it silently. ",
+    )
+
+
+def locate_members(
+    report: TarredReport,
+    lines: list[TarredLine],
+    sample_rate: int,
+    min_duration: float | None,
+    max_duration: float | None,
+    key: Callable[[str], str],
+    where: Callable[[TarredLine], str],
+    lost: str = "",
+) -> TarredReport:
+    """Scan the report's archives for the lines' members (``key`` maps a member name to a line's ``member``) and
+    sort the lines into usable and out of range; ``where(line)`` names a line in errors, ``lost`` says what the
+    format's own reader would do with a missing member."""
+    archives = report.archives
     wanted: dict[int, set[str]] = defaultdict(set)
     for line in lines:
         wanted[line.shard_id].add(line.member)
     for shard_id, path in enumerate(archives):
-        report.members[shard_id], others = scan_archive(path, wanted[shard_id], sample_rate)
+        report.members[shard_id], others = scan_archive(path, wanted[shard_id], sample_rate, key)
         report.unlisted_members += others
     for line in lines:
         member = report.members[line.shard_id].get(line.member)
         if member is None:
             raise ManifestError(
-                f"{archives[line.shard_id]}: member {line.member} is missing ({manifest}:{line.line_no} names it with "
-                f"shard_id {line.shard_id}); NeMo would skip it silently. Remake the archives with {MAKE_TOOL} or drop the line"
+                f"{archives[line.shard_id]}: member {line.member} is missing ({where(line)} names it with shard_id "
+                f"{line.shard_id}); {lost}Remake the archives with {MAKE_TOOL} or drop the line"
             )
         if abs(member.duration - line.duration) > DURATION_TOLERANCE_S:
             raise ManifestError(
-                f"{member.archive}: member {member.name} lasts {member.duration:.3f} s but {manifest}:{line.line_no} says "
+                f"{member.archive}: member {member.name} lasts {member.duration:.3f} s but {where(line)} says "
                 f"{line.duration:.3f} s; remake the archives and their manifest with {MAKE_TOOL}"
             )
         too_short = min_duration is not None and line.duration < min_duration
         too_long = max_duration is not None and line.duration > max_duration
         (report.out_of_range if too_short or too_long else report.usable).append(line)
     if not report.usable:
-        raise ManifestError(f"{manifest}: all utterances lie outside the duration limits [{min_duration}, {max_duration}] s")
+        raise ManifestError(
+            f"{report.manifest}: all utterances lie outside the duration limits [{min_duration}, {max_duration}] s"
+        )
     return report
+
+
+def index_lhotse_shar(
+    shar_path: str | Path, sample_rate: int, min_duration: float | None = None, max_duration: float | None = None
+) -> TarredReport:
+    """``index_tarred_dataset`` for Lhotse Shar (what ``make_lhotse_shar`` writes): the cuts of ``cuts.N.jsonl.gz``
+    located in ``recording.N.tar``. Only whole recordings (a cut per stored recording, as ``to_shar`` writes) are
+    accepted: their duration is the audio's."""
+    from lhotse.serialization import load_jsonl
+
+    folder = Path(shar_path)
+    cut_files, archives = sorted(folder.glob("cuts.*.jsonl*")), sorted(folder.glob("recording.*.tar*"))
+    if not cut_files or len(cut_files) != len(archives):
+        raise ManifestError(
+            f"{folder}: Lhotse Shar needs cuts.N.jsonl.gz and recording.N.tar in pairs, found {len(cut_files)} cut files "
+            f"and {len(archives)} recording archives; write it with {MAKE_TOOL} --shar"
+        )
+    lines = []
+    for shard_id, cut_file in enumerate(cut_files):
+        for line_no, cut in enumerate(load_jsonl(cut_file), start=1):
+            whole_recording_cut(
+                cut, f"{cut_file}:{line_no}", "shar", f"write the Shar from whole recordings with {MAKE_TOOL} --shar"
+            )
+            lines.append(TarredLine(cut["id"], shard_id, float(cut["duration"]), line_no))
+    report = TarredReport(folder, [str(path) for path in archives])
+    return locate_members(
+        report, lines, sample_rate, min_duration, max_duration, shar_member_key,
+        lambda line: f"{cut_files[line.shard_id]}:{line.line_no}",
+    )
 
 
 def check_tarred_dataset(

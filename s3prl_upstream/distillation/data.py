@@ -1,4 +1,5 @@
-"""Distillation data: seeded random crops from NeMo manifests or tarred datasets, batched by length, sharded over DDP ranks.
+"""Distillation data: seeded random crops from NeMo manifests, NeMo tarred datasets, Lhotse cut manifests or Lhotse
+Shar, batched by length, sharded over DDP ranks.
 
 A ``CropPlan`` (the DataLoader's sampler) decides everything in the main process from (seed, epoch):
 which utterances go together (sorted by duration, so a batch wastes little audio), one crop length per
@@ -8,6 +9,9 @@ start, and which rank gets which batch. ``CropDataset`` only reads the planned s
 Tarred data (NeMo's ``audio_{0..N-1}.tar`` + tarred manifest) is indexed once before training: every member is
 found and its header read, and a crop then seeks into its archive. Random access is what the plan needs (NeMo's
 reader streams the archives in order), and the same manifest durations give the same plan as the plain manifest.
+Lhotse Shar is indexed the same way (its cuts list the utterances and durations, its recording archives hold the
+audio); a Lhotse cut manifest of whole audio files is read as a NeMo manifest. The plan's duration-sorted batches are the recipe's duration bucketing: Lhotse's bucketing sampler streams
+cuts too, so it cannot give the crops at random places that the plan draws.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nemo_streaming_ssl.data.manifest import DURATION_TOLERANCE_S, ManifestEntry, ManifestError, validate_manifest
-from nemo_streaming_ssl.data.tarred import MAKE_TOOL, TarredMember, index_tarred_dataset
+from nemo_streaming_ssl.data.manifest import (
+    DURATION_TOLERANCE_S, ManifestEntry, ManifestError, read_lhotse_cuts, validate_manifest,
+)
+from nemo_streaming_ssl.data.tarred import MAKE_TOOL, TarredMember, index_lhotse_shar, index_tarred_dataset
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ class CropRequest:
 
 @dataclass(frozen=True)
 class TarredEntry:
-    """A tarred manifest line: its member's place in the archive, and the line's duration (the plan's length)."""
+    """A tarred manifest line or Shar cut: its member's place in the archive, and its duration (the plan's length)."""
 
     member: TarredMember
     duration: float
@@ -171,36 +177,53 @@ class PlannedLoader(DataLoader):
 
 
 def load_entries(
-    manifest: str | Path, sample_rate: int, min_seconds: float, tarred_audio_filepaths: str | None = None
+    manifest: str | Path | None,
+    sample_rate: int,
+    min_seconds: float,
+    tarred_audio_filepaths: str | None = None,
+    shar_path: str | None = None,
+    cuts_path: str | None = None,
 ) -> list[ManifestEntry] | list[TarredEntry]:
-    """Validate a manifest (every line and audio header; with archives, every member) and return its usable
-    entries; logs how many there are and what was skipped."""
-    if tarred_audio_filepaths:
+    """Validate a manifest (every line and audio header; with archives, every member), a Lhotse cut manifest (every
+    cut and audio header) or a Lhotse Shar folder (every cut and member) and return its usable entries; logs how
+    many there are and what was skipped."""
+    if cuts_path:
+        cuts = validate_manifest(cuts_path, sample_rate, min_duration=min_seconds, entries=read_lhotse_cuts(cuts_path))
+        log.info(cuts.summary())
+        return cuts.entries
+    if shar_path:
+        report = index_lhotse_shar(shar_path, sample_rate, min_duration=min_seconds)
+    elif tarred_audio_filepaths:
         report = index_tarred_dataset(manifest, tarred_audio_filepaths, sample_rate, min_duration=min_seconds)
-        for archive in report.archives:
-            try:  # a crop seeks to its member, which a compressed stream cannot do
-                tarfile.open(archive, "r:").close()
-            except tarfile.ReadError:
-                raise ManifestError(
-                    f"{archive}: a compressed archive; random crops need plain .tar archives: remake them with {MAKE_TOOL}"
-                ) from None
-        log.info(report.summary())
-        return [TarredEntry(report.member(line), line.duration, line.line_no) for line in report.usable]
-    report = validate_manifest(manifest, sample_rate, min_duration=min_seconds)
+    else:
+        plain = validate_manifest(manifest, sample_rate, min_duration=min_seconds)
+        log.info(plain.summary())
+        return plain.entries
+    for archive in report.archives:
+        try:  # a crop seeks to its member, which a compressed stream cannot do
+            tarfile.open(archive, "r:").close()
+        except tarfile.ReadError:
+            raise ManifestError(
+                f"{archive}: a compressed archive; random crops need plain .tar archives: remake them with {MAKE_TOOL}"
+            ) from None
     log.info(report.summary())
-    return report.entries
+    return [TarredEntry(report.member(line), line.duration, line.line_no) for line in report.usable]
 
 
 class DistillDataModule(pl.LightningDataModule):
-    """Train/validation crops from two NeMo manifests, each plain or tarred (with its archives' brace pattern).
-    ``prepare()`` validates both; call it before training."""
+    """Train/validation crops from two NeMo manifests, each plain or tarred (with its archives' brace pattern), or
+    from Lhotse cut manifests or Shar folders instead. ``prepare()`` validates both; call it before training."""
 
     def __init__(
         self,
-        train_manifest: str,
-        val_manifest: str,
+        train_manifest: str | None,
+        val_manifest: str | None,
         train_tarred_audio_filepaths: str | None = None,
         val_tarred_audio_filepaths: str | None = None,
+        train_shar_path: str | None = None,
+        val_shar_path: str | None = None,
+        train_cuts_path: str | None = None,
+        val_cuts_path: str | None = None,
         sample_rate: int = 16000,
         crop_seconds: float = 8.0,
         val_crop_seconds: float = 8.0,
@@ -211,10 +234,20 @@ class DistillDataModule(pl.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
+        for split, sources in (
+            ("train", (train_manifest, train_shar_path, train_cuts_path)), ("val", (val_manifest, val_shar_path, val_cuts_path))
+        ):
+            if sum(map(bool, sources)) != 1:
+                raise ValueError(
+                    f"give exactly one of data.{split}_manifest, data.{split}_shar_path and data.{split}_cuts_path, "
+                    f"got {', '.join(map(repr, sources))}"
+                )
         if min_seconds <= DURATION_TOLERANCE_S:
             raise ValueError(f"data.min_seconds must exceed {DURATION_TOLERANCE_S} s (manifest duration tolerance)")
         self.train_manifest, self.val_manifest = train_manifest, val_manifest
         self.train_archives, self.val_archives = train_tarred_audio_filepaths, val_tarred_audio_filepaths
+        self.train_shar, self.val_shar = train_shar_path, val_shar_path
+        self.train_cuts, self.val_cuts = train_cuts_path, val_cuts_path
         self.sample_rate = sample_rate
         self.crop_samples = round(crop_seconds * sample_rate)
         self.val_crop_samples = round(val_crop_seconds * sample_rate)
@@ -229,8 +262,12 @@ class DistillDataModule(pl.LightningDataModule):
         """Read and check both manifests (idempotent); raises ManifestError naming the file, line (or archive and
         member) and fix."""
         if self.train_entries is None:
-            self.train_entries = load_entries(self.train_manifest, self.sample_rate, self.min_seconds, self.train_archives)
-            self.val_entries = load_entries(self.val_manifest, self.sample_rate, self.min_seconds, self.val_archives)
+            self.train_entries = load_entries(
+                self.train_manifest, self.sample_rate, self.min_seconds, self.train_archives, self.train_shar, self.train_cuts
+            )
+            self.val_entries = load_entries(
+                self.val_manifest, self.sample_rate, self.min_seconds, self.val_archives, self.val_shar, self.val_cuts
+            )
 
     def setup(self, stage: str) -> None:
         self.prepare()
