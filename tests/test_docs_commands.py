@@ -87,7 +87,9 @@ def demo_root(tmp_path_factory):
     for name in LINKED:
         (root / name).symlink_to(REPO / name)
     (root / ".venv").symlink_to(venv)
-    env = dict(os.environ, VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    # A user's shell: not inside `make test`'s make (whose MAKELEVEL would make `make demo` print its folders).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
     up_to_date = subprocess.run(["make", "-q", "install"], cwd=root, env=env)
     assert up_to_date.returncode == 0, "the venv is older than pyproject.toml or constraints.txt: run `make install`"
     demo = subprocess.run(["make", "demo", f"DEMO_STEPS={DEMO_STEPS}"], cwd=root, env=env, capture_output=True,
