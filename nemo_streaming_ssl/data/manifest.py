@@ -148,6 +148,11 @@ def read_lhotse_cuts(path: str | Path) -> list[ManifestEntry]:
     return entries
 
 
+def within_duration_limits(duration: float, min_duration: float | None, max_duration: float | None) -> bool:
+    """Whether NeMo keeps an utterance of ``duration`` seconds under its ``min_duration``/``max_duration`` (None: no limit)."""
+    return (min_duration is None or duration >= min_duration) and (max_duration is None or duration <= max_duration)
+
+
 def validate_manifest(
     path: str | Path,
     sample_rate: int,
@@ -172,9 +177,8 @@ def validate_manifest(
                 f"{path}:{entry.line_no}: duration says {entry.duration:.3f} s but {entry.audio_filepath} "
                 f"lasts {real:.3f} s; rebuild the manifest with scripts/build_manifest.py"
             )
-        too_short = min_duration is not None and entry.duration < min_duration
-        too_long = max_duration is not None and entry.duration > max_duration
-        (report.out_of_range if too_short or too_long else report.entries).append(entry)
+        (report.entries if within_duration_limits(entry.duration, min_duration, max_duration)
+         else report.out_of_range).append(entry)
     if not report.entries:
         raise ManifestError(
             f"{path}: all {len(report.out_of_range)} utterances lie outside the duration limits "

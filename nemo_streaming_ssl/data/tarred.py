@@ -29,6 +29,7 @@ from typing import IO, Callable, Iterator, Sequence
 
 from .manifest import (
     DURATION_TOLERANCE_S, ManifestError, manifest_items, probe_audio_file, validate_manifest, whole_recording_cut,
+    within_duration_limits,
 )
 
 TARRED_MANIFEST = "tarred_audio_manifest.json"
@@ -296,9 +297,8 @@ def locate_members(
                 f"{member.archive}: member {member.name} lasts {member.duration:.3f} s but {where(line)} says "
                 f"{line.duration:.3f} s; remake the archives and their manifest with {MAKE_TOOL}"
             )
-        too_short = min_duration is not None and line.duration < min_duration
-        too_long = max_duration is not None and line.duration > max_duration
-        (report.out_of_range if too_short or too_long else report.usable).append(line)
+        (report.usable if within_duration_limits(line.duration, min_duration, max_duration)
+         else report.out_of_range).append(line)
     if not report.usable:
         raise ManifestError(
             f"{report.manifest}: all utterances lie outside the duration limits [{min_duration}, {max_duration}] s"
