@@ -249,7 +249,7 @@ class StreamingEncoderRunner:
                 pending_mels=torch.zeros(mels, 0, device=self.device),
                 history_mels=torch.zeros(mels, 0, device=self.device),
                 att_cache=KeyValueWindow(
-                    torch.zeros(self.num_layers, *self._att_cache_shape(0), device=self.device), self.att_cache_frames
+                    self.att_cache_frames, torch.zeros(self.num_layers, *self._att_cache_shape(0), device=self.device)
                 ),
                 conv_cache=torch.zeros(self._conv_cache_shape, device=self.device),
             ),
@@ -436,7 +436,7 @@ class StreamingEncoderRunner:
         for i, (e, c) in enumerate(zip(encs, valid)):
             buffer[:, i, :, : frames - c].zero_()
             buffer[:, i, :, frames - c : frames] = e.att_cache.view()
-        state.group_cache = GroupCache(list(members), KeyValueWindow(buffer, self.att_cache_frames, frames), appended)
+        state.group_cache = GroupCache(list(members), KeyValueWindow(self.att_cache_frames, buffer, frames), appended)
         return state.group_cache
 
     def _warn_sliding(self) -> None:

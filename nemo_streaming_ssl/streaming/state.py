@@ -11,59 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core.kv_window import KeyValueWindow
 from .features import FeatureStreamState
-
-
-class KeyValueWindow:
-    """Keys | values of the latest ``keep_frames`` frames, along dim -2: per layer and head of one stream
-    (L, heads, frames, 2 d_head), or of a batch of streams (L, B, heads, frames, 2 d_head).
-
-    They live in a buffer (..., capacity, 2 d_head) with room after them, so appending a step writes only
-    its new frames. The kept frames move to the front only when the end of the buffer is reached, about
-    every ``keep_frames // 4`` new frames: copying the whole window every step, as concatenation does,
-    cost more than the step itself once a long stream's unlimited left context held a few thousand
-    frames. The buffer grows by doubling up to ``keep_frames`` plus that slack.
-    """
-
-    def __init__(self, buffer: torch.Tensor, keep_frames: int, frames: int = 0):
-        self.buffer = buffer  # (..., capacity, 2 d_head); the window is its first ``frames`` along dim -2
-        self.keep_frames = keep_frames
-        self.start = 0
-        self.frames = frames
-        self.appended = 0  # frames appended so far: tells whether a copy of the window is still current
-
-    def view(self) -> torch.Tensor:
-        """(..., frames, 2 d_head): the kept frames, oldest first; valid until the next append."""
-        return self.buffer[..., self.start : self.start + self.frames, :]
-
-    @staticmethod
-    def room(keep_frames: int, new_frames: int) -> int:
-        """Buffer frames to keep free after a window of ``keep_frames`` for appends of ``new_frames``."""
-        return max(new_frames, keep_frames // 4)
-
-    def append(self, new: torch.Tensor) -> None:
-        """Add new frames (..., n, 2 d_head); afterwards the window holds the latest ``keep_frames``."""
-        n = new.shape[-2]
-        if self.start + self.frames + n > self.buffer.shape[-2]:
-            self._make_room(n)
-        end = self.start + self.frames
-        self.buffer[..., end : end + n, :] = new
-        self.frames = min(self.frames + n, self.keep_frames)
-        self.start = end + n - self.frames
-        self.appended += n
-
-    def _make_room(self, n: int) -> None:
-        """Move the frames still kept after appending ``n`` to the front of a buffer with room for ``n``."""
-        kept = min(self.frames, max(self.keep_frames - n, 0))
-        old = self.buffer[..., self.start + self.frames - kept : self.start + self.frames, :]
-        *lead, capacity, width = self.buffer.shape
-        wanted = max(kept + n, min(2 * max(capacity, n), self.keep_frames + self.room(self.keep_frames, n)))
-        if wanted > capacity:
-            self.buffer = self.buffer.new_empty(*lead, wanted, width)
-        else:
-            old = old.clone()  # source and destination overlap
-        self.buffer[..., :kept, :] = old
-        self.start, self.frames = 0, kept
 
 
 @dataclass

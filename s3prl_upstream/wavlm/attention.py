@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-if TYPE_CHECKING:
-    from .encoder import KVCache
+from nemo_streaming_ssl.core.kv_window import KeyValueWindow
 
 
 def relative_position_bucket(relative: Tensor, num_buckets: int, max_distance: int) -> Tensor:
@@ -124,13 +121,14 @@ class GatedRelPosAttention(nn.Module):
         gate = a * (b * self.gru_rel_pos_const.view(1, 1, self.num_heads) - 1.0) + 2.0
         return gate.transpose(1, 2).unsqueeze(-1)
 
-    def forward(self, h: Tensor, spans: list[AttentionSpan], cache: "KVCache | None") -> Tensor:
-        """h: [B, T, D] new frames -> [B, T, D]. cache (streaming): keys and values of the M earlier frames
-        the spans index first; h's keys and values are appended to it."""
+    def forward(self, h: Tensor, spans: list[AttentionSpan], cache: KeyValueWindow | None) -> Tensor:
+        """h: [B, T, D] new frames -> [B, T, D]. cache (streaming): keys and values [2, B, H, M, head_dim] of the
+        M earlier frames the spans index first; h's keys and values are appended to it."""
         batch, frames, dim = h.shape
-        q, k, v = self.qkv_proj(h).view(batch, frames, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv_proj(h).view(batch, frames, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv  # each [B, H, T, head_dim]
         if cache is not None:
-            k, v = cache.append(k, v)
+            k, v = cache.append(qkv[1:])
         gate = self.gate(h)
         dropout = self.dropout if self.training else 0.0
         outputs = [

@@ -11,63 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nemo_streaming_ssl.core.kv_window import KeyValueWindow
+
 from .attention import AttentionSpan, GatedRelPosAttention, plan_attention_spans
 from .config import StreamingWavLMConfig
 from .frontend import PositionalConv
-
-
-class KVCache:
-    """One layer's keys and values of the latest ``keep_frames`` frames of a stream.
-
-    Held in preallocated buffers [B, H, capacity, head_dim] with the valid frames at [start, start + frames):
-    appending a step writes only its new frames, and the valid frames move to the front only when the
-    end of the buffer is reached (every ``SLACK_STEPS`` steps), instead of copying the whole cache each
-    step as concatenation would.
-    """
-
-    SLACK_STEPS = 8
-
-    def __init__(self, keep_frames: int, keys: Tensor | None = None, values: Tensor | None = None,
-                 start: int = 0, frames: int = 0) -> None:
-        self.keep_frames = keep_frames
-        self.keys, self.values = keys, values
-        self.start, self.frames = start, frames
-
-    def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-        """keys, values: [B, H, T, head_dim] of new frames -> [B, H, frames + T, head_dim] views of the cached
-        and new ones, valid until the next append. Afterwards the cache holds the last ``keep_frames``."""
-        new = keys.shape[2]
-        total = self.frames + new
-        if self.keys is None or self.start + total > self.keys.shape[2]:
-            self._compact(capacity=max(total, self.keep_frames + self.SLACK_STEPS * new), like=keys)
-        end = self.start + total
-        self.keys[:, :, end - new : end] = keys
-        self.values[:, :, end - new : end] = values
-        everything = self.keys[:, :, self.start : end], self.values[:, :, self.start : end]
-        kept = min(total, self.keep_frames)
-        self.start, self.frames = end - kept, kept
-        return everything
-
-    def _compact(self, capacity: int, like: Tensor) -> None:
-        """Move the valid frames to the front of buffers of at least ``capacity`` frames."""
-        batch, heads, _, head_dim = like.shape
-        old = None if self.keys is None else (self.keys[:, :, self.start : self.start + self.frames],
-                                              self.values[:, :, self.start : self.start + self.frames])
-        if self.keys is None or self.keys.shape[2] < capacity:
-            self.keys, self.values = (like.new_empty(batch, heads, capacity, head_dim) for _ in range(2))
-        elif old is not None:
-            old = tuple(t.clone() for t in old)  # source and destination may overlap
-        if old is not None:
-            self.keys[:, :, : self.frames] = old[0]
-            self.values[:, :, : self.frames] = old[1]
-        self.start = 0
-
-    def select(self, rows: list[int]) -> "KVCache":
-        """A copy keeping batch rows ``rows``."""
-        if self.keys is None:
-            return KVCache(self.keep_frames)
-        span = slice(self.start, self.start + self.frames)
-        return KVCache(self.keep_frames, self.keys[rows, :, span], self.values[rows, :, span], 0, self.frames)
 
 
 class FeedForward(nn.Module):
@@ -92,7 +40,7 @@ class TransformerLayer(nn.Module):
         self.feed_forward_norm = nn.LayerNorm(cfg.dim)
         self.feed_forward = FeedForward(cfg.dim, cfg.ffn_dim, cfg.dropout)
 
-    def forward(self, x: Tensor, spans: list[AttentionSpan], cache: KVCache | None) -> Tensor:
+    def forward(self, x: Tensor, spans: list[AttentionSpan], cache: KeyValueWindow | None) -> Tensor:
         """x: [B, T, D] -> [B, T, D]; ``cache`` (streaming) supplies earlier keys/values and takes x's."""
         x = x + self.dropout(self.attention(self.attention_norm(x), spans, cache))
         return x + self.feed_forward(self.feed_forward_norm(x))
@@ -107,7 +55,7 @@ class TransformerEncoder(nn.Module):
         self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.num_layers))
 
     def forward(self, x: Tensor, first_frame: int, frame_limits: Tensor | None,
-                caches: list[KVCache | None] | None, keep_frames: int) -> tuple[list[Tensor], list[KVCache | None]]:
+                caches: list[KeyValueWindow | None] | None, keep_frames: int) -> tuple[list[Tensor], list[KeyValueWindow | None]]:
         """Run all layers on new frames x: [B, T, D] (positional term already added).
 
         first_frame: global index of x[:, 0]. frame_limits: [B] valid frames per utterance, or None (all
@@ -119,7 +67,7 @@ class TransformerEncoder(nn.Module):
         cfg = self.cfg
         caches = list(caches) if caches is not None else [None] * len(self.layers)
         if keep_frames:
-            caches = [KVCache(keep_frames) if c is None else c for c in caches]
+            caches = [KeyValueWindow(keep_frames) if c is None else c for c in caches]
         if x.shape[1] == 0:
             return [x] * len(self.layers), caches
         num_cached = 0 if caches[0] is None else caches[0].frames

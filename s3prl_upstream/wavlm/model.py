@@ -16,7 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from .config import StreamingWavLMConfig
-from .encoder import KVCache, TransformerEncoder
+from nemo_streaming_ssl.core.kv_window import KeyValueWindow
+
+from .encoder import TransformerEncoder
 from .frontend import FeatureExtractor
 
 
@@ -32,7 +34,7 @@ class StreamingState:
     conv_pending: list[Tensor | None]  # per front-end conv [B, P, C_in]: inputs later outputs still need
     pos_pending: Tensor | None  # [B, conv_pos - 1, D] last frames seen by the positional conv
     frame_buffer: Tensor  # [B, f < C, D] frames (positional term added) waiting for their block to complete
-    kv_cache: list[KVCache | None]  # per layer keys/values of <= window - 1 frames (None: none yet)
+    kv_cache: list[KeyValueWindow | None]  # per layer keys/values of <= window - 1 frames (None: none yet)
     samples_seen: int = 0
     frames_emitted: int = 0
     finished: bool = field(default=False)
@@ -42,8 +44,8 @@ class StreamingState:
         def pick(value):
             if isinstance(value, Tensor):
                 return value[rows]
-            if isinstance(value, KVCache):
-                return value.select(rows)
+            if isinstance(value, KeyValueWindow):
+                return value.select(rows, dim=1)  # [2, B, H, frames, head_dim]
             if isinstance(value, (list, tuple)):
                 return type(value)(pick(v) for v in value)
             return value
