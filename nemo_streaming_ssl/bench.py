@@ -1,4 +1,5 @@
-"""What every benchmark script shares: its common options, and the results JSON it writes.
+"""What every benchmark script shares: its common options, its timing harness (alternating rounds, a timed
+stream of either model) and the results JSON it writes.
 
 Options, with the same name, form and meaning in every script under ``scripts/bench_*.py``:
 
@@ -27,7 +28,7 @@ import platform
 import shlex
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_NAME = "results.json"
@@ -140,6 +141,38 @@ class BenchRun:
         wall_s = time.perf_counter() - self.started
         return write_results(self.args.out_dir, envelope(
             self.benchmark, self.command, self.date, self.machine, vars(self.args), results, wall_s))
+
+
+def alternating_rounds(kinds: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[Any]]:
+    """``repeats`` rounds that run every kind once, the order reversed every other round, so a drifting machine
+    load hits each kind alike; the caller counts the fastest run of each kind."""
+    runs: dict[str, list[Any]] = {kind: [] for kind in kinds}
+    for repeat in range(repeats):
+        for kind in list(kinds)[:: 1 if repeat % 2 == 0 else -1]:
+            runs[kind].append(kinds[kind]())
+    return runs
+
+
+def timed_stream(model, audio, piece_samples: int, *, sample_rate: int, synchronize: Callable[[], None] = lambda: None
+                 ) -> tuple[list[float], list]:
+    """Stream ``audio`` (S,) or (B, S) (B streams) through a fresh state of a streaming model
+    (nemo_streaming_ssl.core.protocol) in pieces. Returns the seconds of every call (the flush last) and, per
+    stream, everything it emitted."""
+    from .core.protocol import feed_in_pieces, join
+
+    state = model.new_state(1 if audio.dim() == 1 else audio.shape[0], sample_rate=sample_rate)
+    calls, times = iter(feed_in_pieces(model, state, audio, piece_samples)), []
+    outputs = []
+    while True:
+        synchronize()
+        start = time.perf_counter()
+        try:
+            outputs.append(next(calls))
+        except StopIteration:
+            break
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return times, join(outputs)
 
 
 def write_results(out_dir: str | Path, results: dict) -> Path:

@@ -7,7 +7,9 @@ A doc holds each table between markers naming the table and its JSON files::
     <!-- /bench -->
 
 ``update_doc`` re-renders every marked block (``scripts/render_bench_tables.py --update DOC``); the tests
-check that each doc equals its re-rendering, so a doc table is never typed by hand.
+check that each doc equals its re-rendering, so a doc table is never typed by hand. One table is computed
+from the code instead of a benchmark's JSON: the latency of every hub entry (:func:`latency_table`), between
+``<!-- latency -->`` and ``<!-- /latency -->``; it builds tiny NEST models, so it imports NeMo.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from .bench import REPO_ROOT
 
 BLOCK = re.compile(r"<!-- bench (?P<table>\w+) (?P<paths>[^>]*?) -->\n.*?<!-- /bench -->", re.S)
+LATENCY_BLOCK = re.compile(r"<!-- latency -->\n.*?<!-- /latency -->", re.S)
 
 
 def ms(value: float) -> str:
@@ -224,12 +227,47 @@ def tables_of(run: dict) -> list[str]:
 
 
 def update_doc(text: str) -> str:
-    """The doc with every marked block re-rendered from its JSON files."""
+    """The doc with every marked block re-rendered from its JSON files (or, the latency block, from the code)."""
     def block(match: re.Match) -> str:
         head = match.group(0).split("\n", 1)[0]
         return f"{head}\n\n{render(match['table'], match['paths'].split())}\n\n<!-- /bench -->"
 
-    return BLOCK.sub(block, text)
+    text = BLOCK.sub(block, text)
+    if LATENCY_BLOCK.search(text):
+        table = "\n".join(latency_table())
+        text = LATENCY_BLOCK.sub(lambda _: f"<!-- latency -->\n\n{table}\n\n<!-- /latency -->", text)
+    return text
+
+
+def latency_table() -> list[str]:
+    """Every hub entry's latency (nemo_streaming_ssl.core.latency) as its model and runner define it: tiny NEST
+    models of the shipped causal and lookahead modes (latency does not depend on size) and the WavLM's default
+    config, each fed in pieces of its entry's chunk."""
+    from s3prl_upstream.hubconf import NEST_CHUNKS_MS, WAVLM_ENTRIES, nest_chunk_argument
+    from s3prl_upstream.wavlm import StreamingWavLMConfig
+
+    from .streaming import StreamingEncoderRunner
+    from .streaming.untrained import untrained_model
+
+    lines = header("entry", "model", "chunk", "latency, audio sample by sample", "latency, audio in chunk pieces")
+    for mode in ("causal", "lookahead"):
+        model = untrained_model(["preset=tiny", f"mode={mode}"])
+        context = list(model.encoder.att_context_size)
+        for entry, chunk_ms in NEST_CHUNKS_MS.items():
+            try:
+                runner = StreamingEncoderRunner(model, **nest_chunk_argument(chunk_ms))
+            except ValueError:  # a chunk this attention context cannot stream: the entry refuses it
+                continue
+            timing = runner.timing
+            lines.append(row(entry, f"NEST `{mode}` {context}", ms(runner.latency.chunk_ms),
+                             f"{timing.worst_wait_ms():g} ms",
+                             f"{timing.worst_wait_ms(timing.chunk_frames * timing.frame_samples):g} ms"))
+    timing = StreamingWavLMConfig().frame_timing
+    for entry, factory in WAVLM_ENTRIES.items():
+        piece = round(factory.default_chunk_ms * timing.sample_rate / 1000)
+        lines.append(row(entry, "WavLM, blocks of 4 frames", ms(factory.default_chunk_ms),
+                         f"{timing.worst_wait_ms():g} ms", f"{timing.worst_wait_ms(piece):.1f} ms"))
+    return lines
 
 
 def marked_tables(text: str) -> list[tuple[str, list[str]]]:

@@ -1,9 +1,9 @@
 """s3prl upstream adapter for the streaming WavLM: a list of waveforms in, s3prl's feature dict out.
 
 Inference (no gradients: s3prl's frozen upstream, evaluation, feature extraction) really streams: the batch
-goes through ``model.stream`` in chunks of ``chunk_samples``, the utterances that end in the same chunk
-are flushed together, each limited to its own length, and the frames equal the one-shot forward's (the
-model is chunk-exact). ``model.stream`` is inference-only, so when gradients are on
+goes through ``model.feed`` in chunks of ``chunk_samples``, the utterances that end in the same chunk
+end together, each limited to its own length, and the frames equal the one-shot forward's (the
+model is chunk-exact). ``model.feed`` is inference-only, so when gradients are on
 (``run_downstream.py -f``) the expert runs the equivalent one-shot forward instead.
 """
 
@@ -13,9 +13,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from nemo_streaming_ssl.core.protocol import StreamOutput
 from s3prl_upstream.wavlm import StreamingWavLM
-
-SAMPLE_RATE = 16000
+from s3prl_upstream.wavlm.config import SAMPLE_RATE
 # s3prl's SUPERB task keys; each maps to the same per-layer list (the Featurizer learns the layer weights).
 TASK_KEYS = ("PR", "ASR", "QbE", "SID", "ASV", "SD", "ER", "SF", "SE", "SS")
 
@@ -56,38 +56,34 @@ class StreamingWavLMExpert(nn.Module):
     @torch.no_grad()
     def stream_batch(self, padded: Tensor, lengths: list[int]) -> list[Tensor]:
         """padded: [B, S]; lengths: valid samples per row. Streams all rows together in chunks; the rows whose
-        utterances end inside the next chunk get their last samples in one flush that limits each row to its
-        length, so padding never enters their frames and one call ends them all whatever their lengths.
+        utterances end inside the next chunk get their last samples in one last feed that limits each row to
+        its length, so padding never enters their frames and one call ends them all whatever their lengths.
         Returns per layer [B, T, D] (zeros past each row's end)."""
         cfg = self.model.config
         frames_total = -(-max(lengths) // cfg.hop_samples)
-        hidden = [padded.new_zeros(padded.shape[0], frames_total, cfg.dim) for _ in range(cfg.num_layers)]
+        hidden = padded.new_zeros(cfg.num_layers, padded.shape[0], frames_total, cfg.dim)
 
-        def write(rows: list[int], first_frame: int, layers: list[Tensor]) -> int:
-            count = layers[0].shape[1]
-            for out, layer in zip(hidden, layers):
-                out[rows, first_frame: first_frame + count] = layer
-            return first_frame + count
+        def write(rows: list[int], outputs: list[StreamOutput]) -> None:
+            for row, out in zip(rows, outputs):
+                hidden[:, row, out.first_frame : out.first_frame + out.frames.shape[0]] = out.hidden_states
 
         rows = list(range(padded.shape[0]))  # rows still streaming together, in state order
-        state = self.model.init_state(len(rows))
-        start = emitted = 0  # samples fed to / frames emitted by every row still streaming
+        state = self.model.new_state(len(rows), sample_rate=SAMPLE_RATE)
+        start = 0  # samples fed to every row still streaming
         while rows:
             end = start + self.chunk_samples
             ending = [i for i, row in enumerate(rows) if lengths[row] <= end]
             if ending:
                 ending_rows = [rows[i] for i in ending]
                 ending_lengths = [lengths[row] for row in ending_rows]
-                # When every row ends here the state itself is flushed: no copy.
+                # When every row ends here the state itself ends: no copy.
                 ending_state = state if len(ending) == len(rows) else state.select(ending)
-                tail, _ = self.model.flush(ending_state, padded[ending_rows, start: max(ending_lengths)],
-                                           torch.tensor(ending_lengths))
-                write(ending_rows, emitted, tail)
+                write(ending_rows, self.model.feed(ending_state, padded[ending_rows, start: max(ending_lengths)],
+                                                   last=True, valid_samples=torch.tensor(ending_lengths)))
                 keep = [i for i in range(len(rows)) if i not in ending]
                 if not keep:
                     break
                 state, rows = state.select(keep), [rows[i] for i in keep]
-            new, state = self.model.stream(padded[rows, start:end], state)
-            emitted = write(rows, emitted, new)
+            write(rows, self.model.feed(state, padded[rows, start:end]))
             start = end
-        return hidden
+        return list(hidden.unbind(0))

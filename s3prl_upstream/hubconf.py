@@ -58,6 +58,7 @@ def _make_entry(name: str, default_chunk_ms: float):
         return StreamingWavLMExpert(model, chunk_samples=round(chunk_ms * SAMPLE_RATE / 1000))
 
     entry.__name__ = entry.__qualname__ = name
+    entry.default_chunk_ms = default_chunk_ms
     entry.__doc__ = (
         f"Streaming WavLM upstream fed in {default_chunk_ms:g} ms chunks "
         f"({'offline: one chunk per 10 s' if default_chunk_ms == OFFLINE_CHUNK_MS else 'streaming'}).\n\n"
@@ -88,6 +89,11 @@ WAVLM_ENTRIES = {
 NEST_OWN_CHUNK, NEST_OFFLINE = None, "offline"
 NEST_CHUNKS_MS = {"streaming_nest": NEST_OWN_CHUNK, "streaming_nest_80ms": 80, "streaming_nest_160ms": 160,
                   "streaming_nest_400ms": 400, "streaming_nest_800ms": 800, "streaming_nest_offline": NEST_OFFLINE}
+
+
+def nest_chunk_argument(chunk_ms: float | str | None) -> dict:
+    """The runner's chunk argument for a NEST entry's chunk (NEST_CHUNKS_MS values, or a chunk_ms override)."""
+    return {"min_chunk_ms": OFFLINE_CHUNK_MS} if chunk_ms == NEST_OFFLINE else {"chunk_ms": chunk_ms}
 
 
 def _load_nest_runner(name: str, path: str, chunk: dict):
@@ -141,10 +147,7 @@ def _make_nest_entry(name: str, default_chunk_ms: float | str | None):
         if chunk_ms is not None and (isinstance(chunk_ms, bool) or not isinstance(chunk_ms, (int, float))
                                      or chunk_ms <= 0):
             raise ValueError(f"{name}: chunk_ms must be a positive number of ms, got {chunk_ms!r}")
-        if chunk_ms is None and default_chunk_ms == NEST_OFFLINE:
-            chunk = {"min_chunk_ms": OFFLINE_CHUNK_MS}
-        else:
-            chunk = {"chunk_ms": default_chunk_ms if chunk_ms is None else chunk_ms}
+        chunk = nest_chunk_argument(default_chunk_ms if chunk_ms is None else chunk_ms)
         from s3prl_upstream.nest_expert import StreamingNESTExpert
 
         return StreamingNESTExpert(_load_nest_runner(name, str(ckpt), chunk)).eval()

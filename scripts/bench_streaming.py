@@ -35,7 +35,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nemo_streaming_ssl.bench import BenchRun, add_common_options  # noqa: E402
+from nemo_streaming_ssl.bench import BenchRun, add_common_options, alternating_rounds, timed_stream  # noqa: E402
+from nemo_streaming_ssl.core.exactness import difference  # noqa: E402
 from nemo_streaming_ssl.streaming import StreamingEncoderRunner  # noqa: E402
 from nemo_streaming_ssl.streaming.untrained import untrained_model  # noqa: E402
 
@@ -69,45 +70,35 @@ def random_audio(seconds: float, seed: int) -> torch.Tensor:
     return torch.from_numpy((0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32))
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def synchronizer(device: str):
+    return torch.cuda.synchronize if device.startswith("cuda") else lambda: None
 
 
 def time_offline(runner: StreamingEncoderRunner, audio: torch.Tensor, device: str):
     """Seconds of one offline forward, and its frames."""
-    synchronize(device)
+    synchronize = synchronizer(device)
+    synchronize()
     start = time.perf_counter()
     output = runner.offline(audio)
-    synchronize(device)
+    synchronize()
     return time.perf_counter() - start, output.frames
 
 
 def time_stream(runner: StreamingEncoderRunner, audio: torch.Tensor, device: str, streams: int = 1):
     """Real time: one chunk of audio per piece, for ``streams`` concurrent streams (batched steps).
 
-    Returns the compute of each piece (s, all streams together) and the frames of stream 0.
+    Returns the compute of each piece (s, all streams together; the flush last) and the frames of stream 0.
     """
     piece = round(runner.latency.chunk_ms * SAMPLE_RATE / 1000)
-    state = runner.new_state(streams, sample_rate=SAMPLE_RATE)
-    times, frames = [], []
-    for i in range(0, audio.numel(), piece):
-        pieces = [audio[i : i + piece].to(device)] * streams
-        synchronize(device)
-        start = time.perf_counter()
-        out = runner.feed(state, pieces)[0]
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-        frames.append(out.frames)
-    start = time.perf_counter()
-    frames.append(runner.flush(state)[0].frames)
-    times.append(time.perf_counter() - start)
-    return times, torch.cat(frames)
+    audio = audio.to(device)
+    times, outputs = timed_stream(runner, audio if streams == 1 else audio.expand(streams, -1), piece,
+                                  sample_rate=SAMPLE_RATE, synchronize=synchronizer(device))
+    return times, outputs[0].frames
 
 
 def timed_rounds(runner: StreamingEncoderRunner, audio: torch.Tensor, args: argparse.Namespace):
     """``args.repeats`` rounds of an offline forward, one stream and ``args.streams`` batched streams, timed
-    next to each other (the order alternates, so a drifting machine load hits each kind alike).
+    next to each other (nemo_streaming_ssl.bench.alternating_rounds).
 
     Returns the offline runs' seconds and the offline frames, then per-piece times and frames of the
     fastest single-stream run and per-piece times of the fastest batched run (None with ``--streams 1``).
@@ -118,10 +109,7 @@ def timed_rounds(runner: StreamingEncoderRunner, audio: torch.Tensor, args: argp
     }
     if args.streams > 1:
         kinds["batched"] = lambda: time_stream(runner, audio, args.device, streams=args.streams)
-    runs = {kind: [] for kind in kinds}
-    for repeat in range(args.repeats):
-        for kind in list(kinds)[:: 1 if repeat % 2 == 0 else -1]:
-            runs[kind].append(kinds[kind]())
+    runs = alternating_rounds(kinds, args.repeats)
     times, frames = min(runs["stream"], key=lambda run: sum(run[0]))
     batch_times = min((run[0] for run in runs.get("batched", [])), key=sum, default=None)
     return [run[0] for run in runs["offline"]], runs["offline"][0][1], times, frames, batch_times
@@ -158,7 +146,7 @@ def bench_mode(mode: str, args: argparse.Namespace) -> dict:
                 "stream_seconds": sum(times),
                 "real_time_factor": sum(times) / args.seconds,
                 "median_chunk_ms": 1000 * statistics.median(times[:-1]),
-                "max_abs_diff": float((frames - offline_frames).abs().max()),
+                "max_abs_diff": difference(frames, offline_frames).max_abs,
                 **({"batched_stream_seconds": sum(batch_times) / args.streams} if batch_times is not None else {}),
             }
         )

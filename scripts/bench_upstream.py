@@ -13,8 +13,8 @@ upstream's ``stream_batch`` on a padded batch (rows of ``--min-seconds`` to ``--
 at its own length) against the one-shot forward with lengths; it reports totals, ratios and errors
 only (no per-chunk times, long stream or plot). For each chunk size (default 80/200/400/600/800/1000 ms
 and 10 s "offline") it streams the same audio and reports: total time / one-shot time (the ratio), real-time
-factor, compute per chunk, the worst-case true latency (chunk buffering + waiting for the block's last
-frame + compute), and the streamed output's difference from the one-shot output. Each streaming run is
+factor, compute per chunk, the worst-case true latency (nemo_streaming_ssl.core.latency with pieces of
+one chunk, plus compute), and the streamed output's difference from the one-shot output. Each streaming run is
 timed next to its own one-shot run (``--repeats`` pairs, alternating order, the fastest of each kind
 counting), so a drifting machine load skews the ratios less. Then it streams ``--long-seconds`` of audio
 in ``--long-chunk-ms`` chunks and compares per-chunk time and process RSS early vs late (both must stay
@@ -24,7 +24,6 @@ flat: the state is bounded). Writes ``<out-dir>/results.json`` (nemo_streaming_s
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -33,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from nemo_streaming_ssl.bench import BenchRun, add_common_options
+from nemo_streaming_ssl.bench import BenchRun, add_common_options, alternating_rounds, timed_stream
+from nemo_streaming_ssl.core.exactness import difference
 from nemo_streaming_ssl.core.fast_linear import use_fast_cpu_linears
 from s3prl_upstream.expert import StreamingWavLMExpert
 from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
@@ -48,23 +48,6 @@ def rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def worst_case_latency_ms(chunk_samples: int, cfg: StreamingWavLMConfig) -> float:
-    """Longest wait from a sample's arrival until the first frame that sees it is emitted, without compute.
-
-    Frame t sees samples up to 320 t; its block is emitted at the end of the chunk holding the block's last
-    frame's last sample. One period of chunks x blocks covers every case.
-    """
-    hop, block = cfg.hop_samples, cfg.block_frames
-    period = math.lcm(chunk_samples, hop * block)
-    worst = 0
-    for sample in range(period):
-        first_frame = -(-sample // hop)
-        last_frame_of_block = first_frame // block * block + block - 1
-        emit_chunk = (last_frame_of_block * hop) // chunk_samples
-        worst = max(worst, (emit_chunk + 1) * chunk_samples - (sample + 1))
-    return worst / SAMPLES_PER_MS
-
-
 def one_shot(model: StreamingWavLM, wav: torch.Tensor, lengths_samples: list[int] | None
              ) -> tuple[float, list[torch.Tensor]]:
     start = time.perf_counter()
@@ -73,19 +56,10 @@ def one_shot(model: StreamingWavLM, wav: torch.Tensor, lengths_samples: list[int
 
 
 def stream(model: StreamingWavLM, wav: torch.Tensor, chunk_samples: int) -> tuple[list[float], list[torch.Tensor]]:
-    """Per-chunk compute times (the flush counted with the last chunk) and the concatenated outputs."""
-    state = model.init_state(wav.shape[0])
-    times, outputs = [], []
-    for start in range(0, wav.shape[1], chunk_samples):
-        begin = time.perf_counter()
-        new, state = model.stream(wav[:, start : start + chunk_samples], state)
-        times.append(time.perf_counter() - begin)
-        outputs.append(new)
-    begin = time.perf_counter()
-    tail, state = model.flush(state)
-    times[-1] += time.perf_counter() - begin
-    outputs.append(tail)
-    return times, [torch.cat(layer, dim=1) for layer in zip(*outputs)]
+    """Per-chunk compute times (the flush counted with the last chunk) and the outputs, per layer [B, T, D]."""
+    times, outputs = timed_stream(model, wav, chunk_samples, sample_rate=SAMPLE_RATE)
+    times[-2:] = [sum(times[-2:])]
+    return times, list(torch.stack([out.hidden_states for out in outputs], dim=1).unbind(0))
 
 
 def stream_upstream(model: StreamingWavLM, wav: torch.Tensor, lengths_samples: list[int], chunk_samples: int
@@ -102,13 +76,13 @@ def long_stream(model: StreamingWavLM, seconds: float, chunk_ms: int, seed: int)
 
     chunk = chunk_ms * SAMPLES_PER_MS
     num_chunks = max(10, round(seconds * 1000 / chunk_ms))
-    state = model.init_state(1)
+    state = model.new_state(1, sample_rate=SAMPLE_RATE)
     generator = torch.Generator().manual_seed(seed)
     times, rss, cache = [], [], 0
     for _ in tqdm(range(num_chunks), desc=f"long stream ({chunk_ms} ms chunks)", unit="chunk"):
         piece = 0.1 * torch.randn(1, chunk, generator=generator)
         begin = time.perf_counter()
-        model.stream(piece, state)
+        model.feed(state, piece)
         times.append(time.perf_counter() - begin)
         rss.append(rss_mib())
         cache = max(cache, state.kv_cache_frames)
@@ -189,7 +163,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                        counts="each round is a one-shot forward and a streaming run; the fastest of each counts")
     args = parser.parse_args(argv)
     if args.min_seconds is not None and not args.upstream:
-        parser.error("--min-seconds needs --upstream (model.stream advances every row together)")
+        parser.error("--min-seconds needs --upstream (the streams of one model state advance together)")
     return args
 
 
@@ -226,26 +200,20 @@ def main(argv: list[str] | None = None) -> None:
                     return stream_upstream(model, wav, lengths_samples, chunk_ms * SAMPLES_PER_MS)
                 return stream(model, wav, chunk_ms * SAMPLES_PER_MS)
 
-            # Each streaming run is paired with a one-shot run next to it (machine load drifts); with
-            # --repeats, the pairs alternate their order and the fastest run of each kind counts.
-            one_shot_runs, stream_runs = [], []
-            for repeat in range(args.repeats):
-                if repeat % 2:
-                    stream_runs.append(run_stream())
-                one_shot_runs.append(one_shot(model, wav, lengths_samples))
-                if not repeat % 2:
-                    stream_runs.append(run_stream())
-            one_shot_s, reference = min(one_shot_runs, key=lambda run: run[0])
-            times, streamed = min(stream_runs, key=lambda run: sum(run[0]))
+            # Each streaming run is timed next to a one-shot run (machine load drifts); the fastest of each counts.
+            runs = alternating_rounds({"one_shot": lambda: one_shot(model, wav, lengths_samples),
+                                       "stream": run_stream}, args.repeats)
+            one_shot_s, reference = min(runs["one_shot"], key=lambda run: run[0])
+            times, streamed = min(runs["stream"], key=lambda run: sum(run[0]))
+            error = difference(streamed, reference)
             rows.append({
                 "chunk_ms": chunk_ms, "label": "offline" if chunk_ms >= 10_000 else f"{chunk_ms} ms",
                 "total_s": sum(times), "one_shot_s": one_shot_s,
                 "ratio_vs_one_shot": sum(times) / one_shot_s, "rtf": sum(times) / audio_s,
-                "relative_error_vs_one_shot": max(float((s - r).norm() / r.norm()) for s, r in zip(streamed, reference)),
-                "max_abs_error_vs_one_shot": max(float((s - r).abs().max()) for s, r in zip(streamed, reference)),
+                "relative_error_vs_one_shot": error.relative, "max_abs_error_vs_one_shot": error.max_abs,
             })
             if not args.upstream:
-                latency_ms = worst_case_latency_ms(chunk_ms * SAMPLES_PER_MS, cfg)
+                latency_ms = model.timing.worst_wait_ms(chunk_ms * SAMPLES_PER_MS)
                 compute_p95_ms = 1e3 * sorted(times)[int(0.95 * (len(times) - 1))]
                 rows[-1].update({
                     "num_chunks": len(times), "compute_ms_per_chunk_mean": 1e3 * statistics.mean(times),

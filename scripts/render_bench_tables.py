@@ -3,11 +3,12 @@
 
     python scripts/render_bench_tables.py bench_out/bench_upstream/results.json    # every table it has
     python scripts/render_bench_tables.py --table upstream_batch docs/bench/upstream_batch_*/results.json
-    python scripts/render_bench_tables.py --update STREAMING_WAVLM.md STREAMING_NEST.md
+    python scripts/render_bench_tables.py --update STREAMING_WAVLM.md STREAMING_NEST.md docs/streaming_core.md
 
 Under each table: where its numbers come from (file, command, date, machine). --update rewrites the blocks
 between ``<!-- bench TABLE FILE... -->`` and ``<!-- /bench -->`` markers of each doc from their JSON files
-(paths relative to the checkout), the only way the docs' benchmark tables change.
+(paths relative to the checkout), the only way the docs' benchmark tables change; it also re-computes the
+block between ``<!-- latency -->`` and ``<!-- /latency -->`` (every hub entry's latency) from the models.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from nemo_streaming_ssl.core.protocol import feed_in_pieces
 from nemo_streaming_ssl.data.manifest import read_manifest
+from nemo_streaming_ssl.streaming.runner import TokenStreamOutput
 
 # Tiny streaming NEST models (preset=tiny: d_model 64, 2 layers); left contexts small enough that a few
 # seconds of audio exceed them.
@@ -30,11 +32,9 @@ def speech(corpus: dict[str, Path], count: int, seconds: float = 3.0) -> list[to
 def stream(runner, audio: torch.Tensor, piece_samples: int):
     """Feed ``audio`` in pieces of ``piece_samples`` then flush; return frames (T, D), log-probs, outputs."""
     state = runner.new_state(1, sample_rate=16000)
-    outputs = [runner.feed(state, audio[i : i + piece_samples])[0] for i in range(0, audio.numel(), piece_samples)]
-    outputs += runner.flush(state)
-    frames = torch.cat([o.frames for o in outputs])
-    log_probs = torch.cat([o.log_probs for o in outputs]) if runner.posteriors else None
-    return frames, log_probs, outputs
+    outputs = [call[0] for call in feed_in_pieces(runner, state, audio, piece_samples)]
+    joined = TokenStreamOutput.join(outputs)
+    return joined.frames, joined.log_probs, outputs
 
 
 def noise_audio(seconds: float, seed: int = 0) -> torch.Tensor:

@@ -112,3 +112,13 @@ def test_a_table_typed_over_is_caught():
     typed_row = re.sub(r"\d", lambda digit: str((int(digit[0]) + 1) % 10), first_row, count=1)
     typed = text.replace(first_row, typed_row)
     assert typed != text and update_doc(typed) == text
+
+
+def test_latency_table_is_computed_from_the_models():
+    """docs/streaming_core.md's latency of every hub entry is the shared definition applied to the models
+    themselves (re-rendered here); a number typed over is caught."""
+    text = (REPO / "docs" / "streaming_core.md").read_text()
+    assert "<!-- latency -->" in text
+    assert update_doc(text) == text, "run python scripts/render_bench_tables.py --update docs/streaming_core.md"
+    typed = text.replace("| 412.5 ms |", "| 400 ms |", 1)
+    assert typed != text and update_doc(typed) == text

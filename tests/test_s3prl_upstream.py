@@ -74,15 +74,16 @@ def test_every_entry_streams_the_one_shot_features_of_each_utterance(name, overr
     (30, LENGTHS),  # 480 samples: five rows ending in five chunks
 ], ids=["same-chunk", "same-chunk-uneven", "boundaries", "each-own-chunk"])
 def test_rows_ending_in_the_same_chunk_flush_together(monkeypatch, ckpt, chunk_ms, lengths):
-    """One flush per chunk in which rows end, however many rows end there and whatever their lengths (a flush
+    """One last feed per chunk in which rows end, however many rows end there and whatever their lengths (a flush
     per row made SUPERB's keyword spotting several times slower), and each row still its utterance alone."""
     upstream = hubconf.streaming_wavlm(ckpt=ckpt, chunk_ms=chunk_ms)
     calls = Counter()
-    for name in ("stream", "flush"):  # count the calls; the real methods still do the work
-        def counted(*args, _name=name, _method=getattr(upstream.model, name), **kwargs):
-            calls[_name] += 1
-            return _method(*args, **kwargs)
-        monkeypatch.setattr(upstream.model, name, counted)
+
+    def counted(*args, _feed=upstream.model.feed, **kwargs):  # count the calls; the real feed still does the work
+        calls["last" if kwargs.get("last") else "feed"] += 1
+        return _feed(*args, **kwargs)
+
+    monkeypatch.setattr(upstream.model, "feed", counted)
     generator = torch.Generator().manual_seed(11)
     wavs = [0.1 * torch.randn(n, generator=generator) for n in lengths]
     with torch.no_grad():
@@ -90,7 +91,7 @@ def test_rows_ending_in_the_same_chunk_flush_together(monkeypatch, ckpt, chunk_m
         alone = [[layer[0] for layer in upstream.model(wav[None])[0]] for wav in wavs]
     chunk_samples = chunk_ms * 16
     ending_chunks = {math.ceil(n / chunk_samples) - 1 for n in lengths}  # chunk k holds samples up to (k + 1) * chunk
-    assert calls == {"flush": len(ending_chunks), "stream": max(ending_chunks)}
+    assert calls == {"last": len(ending_chunks), "feed": max(ending_chunks)}
     assert_each_utterance_alone(hidden, alone, lengths, chunk_ms)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from nemo.collections.asr.parts.preprocessing.features import FilterbankFeatures
 
+from nemo_streaming_ssl.core.exactness import difference
 from nemo_streaming_ssl.streaming import StreamingEncoderRunner, StreamingLogMel
 from nemo_streaming_ssl.streaming.untrained import untrained_model
 from tests.streaming_helpers import MODES, noise_audio, speech, stream
@@ -81,8 +82,8 @@ def test_stream_equals_offline(models, utterances, mode, chunks, piece):
         expected = runner.offline(audio)
         frames, log_probs, outputs = stream(runner, audio, PIECES[piece])
         assert frames.shape == expected.frames.shape
-        assert (frames - expected.frames).abs().max() < TOL
-        assert (log_probs - expected.log_probs).abs().max() < TOL
+        assert difference(frames, expected.frames).max_abs < TOL
+        assert difference(log_probs, expected.log_probs).max_abs < TOL
         # frames arrive in order, numbered, and never more than one chunk per step
         assert [o.first_frame for o in outputs] == list(torch.cumsum(torch.tensor([0] + [len(o.frames) for o in outputs[:-1]]), 0))
 
@@ -98,13 +99,13 @@ def test_every_layer_streams_as_offline(models, utterances, mode):
     frames, _, outputs = stream(runner, audio, 592)
     hidden = torch.cat([o.hidden_states for o in outputs], dim=1)
     assert hidden.shape == (len(model.encoder.layers) + 1, *expected.frames.shape)
-    assert (hidden - expected.hidden_states).abs().max() < TOL
+    assert difference(hidden, expected.hidden_states).max_abs < TOL
     assert torch.equal(hidden[-1], frames)
     with torch.inference_mode():
         mels, mel_lengths = runner.preprocessor(input_signal=audio[None], length=torch.tensor([audio.numel()]))
         subsampled, _ = runner.encoder.pre_encode(x=mels.transpose(1, 2), lengths=mel_lengths)
     assert runner.encoder.pos_enc.xscale == math.sqrt(model.cfg.encoder.d_model)
-    assert (expected.hidden_states[0] - runner.encoder.pos_enc.xscale * subsampled[0]).abs().max() < TOL
+    assert difference(expected.hidden_states[0], runner.encoder.pos_enc.xscale * subsampled[0]).max_abs < TOL
 
 
 def test_batch_of_streams_with_different_lengths_and_pieces(models, utterances):
@@ -129,7 +130,7 @@ def test_batch_of_streams_with_different_lengths_and_pieces(models, utterances):
         expected = runner.offline(audio).frames
         frames = torch.cat(frames)
         assert frames.shape == expected.shape
-        assert (frames - expected).abs().max() < TOL
+        assert difference(frames, expected).max_abs < TOL
     assert grouped >= 2  # streams ready together share one batched step
 
 
@@ -188,8 +189,8 @@ def test_unlimited_left_context_slides_past_its_cache_without_crashing(models):
         runner.encoder.set_default_att_context_size([-1, 0])
     unlimited = runner.offline(audio).frames
     assert frames.shape == windowed.shape
-    assert (frames - windowed).abs().max() < TOL
-    assert (frames[:13] - unlimited[:13]).abs().max() < TOL  # exact while the stream fits in the cache
+    assert difference(frames, windowed).max_abs < TOL
+    assert difference(frames[:13], unlimited[:13]).max_abs < TOL  # exact while the stream fits in the cache
     assert (frames - unlimited).abs().max() > 1e-3  # ... and really windowed after that
 
 
@@ -202,7 +203,7 @@ def test_stream_longer_than_positional_table(tmp_path):
     frames, _, _ = stream(runner, audio, 4000)
     expected = runner.offline(audio).frames
     assert frames.shape == expected.shape
-    assert (frames[:16] - expected[:16]).abs().max() < TOL
+    assert difference(frames[:16], expected[:16]).max_abs < TOL
 
 
 def test_multi_latency_model_streams_each_trained_pair(utterances):
@@ -214,7 +215,7 @@ def test_multi_latency_model_streams_each_trained_pair(utterances):
         assert runner.latency.algorithmic_latency_ms == chunk_ms + 12.5
         frames, _, _ = stream(runner, audio, 592)
         expected = runner.offline(audio).frames
-        assert frames.shape == expected.shape and (frames - expected).abs().max() < TOL
+        assert frames.shape == expected.shape and difference(frames, expected).max_abs < TOL
 
 
 def test_runners_leave_the_callers_model_alone(utterances):
@@ -241,7 +242,7 @@ def test_runners_leave_the_callers_model_alone(utterances):
     assert (runner_a.offline(audio).frames - offline_a).abs().max() == 0  # A keeps its own context
     for runner, offline in ((runner_a, offline_a), (runner_b, offline_b)):
         frames, _, _ = stream(runner, audio, 592)
-        assert frames.shape == offline.shape and (frames - offline).abs().max() < TOL
+        assert frames.shape == offline.shape and difference(frames, offline).max_abs < TOL
 
     assert model.training  # not switched to eval behind the caller's back
     assert list(model.encoder.att_context_size) == [10, 0]

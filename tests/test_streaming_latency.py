@@ -72,6 +72,25 @@ def test_runner_emits_frames_at_the_computed_latency(mode, chunks):
     assert all(emitted_at[t] == emitted_at[t - t % chunk] for t in range(len(emitted_at)))
 
 
+@pytest.mark.parametrize("mode,piece_ms", [("causal", 80), ("causal", 50), ("lookahead", 400)])
+def test_runner_in_pieces_waits_as_the_shared_definition_says(mode, piece_ms):
+    """Audio handed over in pieces (as the s3prl entries feed one chunk per call): the longest wait of any sample
+    is the shared definition's ``worst_wait_ms(piece)``, e.g. 160 ms for 80 ms chunks fed as 80 ms pieces (the
+    last frame of a chunk reads 12.5 ms of the next piece)."""
+    runner = StreamingEncoderRunner(untrained_model(MODES[mode]))
+    piece = piece_ms * 16
+    audio = noise_audio(4.0)
+    state = runner.new_state(1, sample_rate=16000)
+    emitted_at = []
+    for i in range(0, audio.numel(), piece):
+        emitted_at += [i + piece] * len(runner.feed(state, audio[i : i + piece])[0].frames)
+    geometry = runner.spec.geometry
+    waits = [at - geometry.centre_sample(8 * (t - 1)) for t, at in enumerate(emitted_at) if t >= 1]
+    assert max(waits) / 16 == pytest.approx(runner.timing.worst_wait_ms(piece))
+    if (mode, piece_ms) == ("causal", 80):
+        assert runner.timing.worst_wait_ms(piece) == 160
+
+
 def test_latency_arithmetic_needs_no_nemo():
     """The latency module is plain arithmetic: planning tools can import it without NeMo (or torch)."""
     code = "import sys, nemo_streaming_ssl.streaming.latency; assert 'nemo' not in sys.modules and 'torch' not in sys.modules"

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import soundfile as sf
 import torch
 
 from nemo_streaming_ssl.data.manifest import read_manifest
+from nemo_streaming_ssl.core.protocol import join
 from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
 
-from .script_loader import load_script
 from .wavlm_helpers import relative_error, stream_all, tiny_model
 
-REPO = Path(__file__).resolve().parents[1]
 HOP = 320
 BLOCK = 4  # lookahead 3 + 1
 
@@ -78,23 +76,25 @@ def test_streaming_one_sample_at_a_time(model):
 
 def test_blocks_are_emitted_as_soon_as_complete_and_state_stays_bounded(model, wav):
     cfg = model.config
-    state = model.init_state(2)
+    state = model.new_state(2, sample_rate=16000)
     emitted = 0
     for start in range(0, 2 * 16000, 211):
-        new, state = model.stream(wav[:, start : start + 211], state)
-        emitted += new[0].shape[1]
+        new = model.feed(state, wav[:, start : start + 211])
+        assert [out.first_frame for out in new] == [emitted] * 2
+        emitted += new[0].frames.shape[0]
         seen = min(start + 211, wav.shape[1])
         # A block is final once its last frame exists: frame t ends at sample 320 t.
         assert emitted == (math.ceil(seen / HOP) // BLOCK) * BLOCK
-        assert new[0].shape[1] % BLOCK == 0 and state.frames_emitted == emitted
+        assert new[0].frames.shape[0] % BLOCK == 0 and state.frames_emitted == emitted
+        assert new[1].hidden_states.shape == (cfg.num_layers, new[0].frames.shape[0], cfg.dim)
         assert state.kv_cache_frames <= cfg.window_size - 1
         assert state.frame_buffer.shape[1] < BLOCK and state.sample_buffer.shape[1] < BLOCK * HOP
         assert all(p is None or p.shape[1] < 2 * k for p, k in zip(state.conv_pending, cfg.kernel_sizes))
         assert state.pos_pending is None or state.pos_pending.shape[1] == cfg.conv_pos - 1
-    tail, state = model.flush(state)
-    assert tail[0].shape[1] == math.ceil(seen / HOP) - emitted
+    tail = model.flush(state)
+    assert tail[0].frames.shape[0] == math.ceil(seen / HOP) - emitted
     with pytest.raises(ValueError, match="flushed"):
-        model.stream(wav[:, :10], state)
+        model.feed(state, wav[:, :10])
 
 
 def test_causality(model, wav):
@@ -145,7 +145,7 @@ def test_noncausal_mode_matches_wavlm_framing_and_refuses_streaming():
             hidden, lengths = model(torch.randn(1, samples))
             assert lengths.tolist() == [frames] and hidden[0].shape[1] == frames
     with pytest.raises(ValueError, match="non-causal"):
-        model.init_state(1)
+        model.new_state(1, sample_rate=16000)
 
 
 def test_noncausal_sees_the_future():
@@ -178,21 +178,23 @@ def test_positional_conv_matmul_path_equals_conv1d(model):
 
 
 @pytest.mark.parametrize("chunk_ms", [20, 80, 200])
-def test_benchmark_latency_formula_matches_real_emission(model, wav, chunk_ms):
-    """The latency the benchmark and docs quote is what stream() really does: for every sample, the wait
-    from its arrival to the end of the call that emits the first frame seeing it (frame ceil(n / 320))."""
-    bench = load_script(REPO / "scripts" / "bench_upstream.py")
+def test_latency_definition_matches_real_emission(model, wav, chunk_ms):
+    """The latency the benchmark and docs quote (nemo_streaming_ssl.core.latency, the one definition of both
+    models) is what feed() really does: for every sample, the wait from its recording to the end of the call
+    that emits the first frame seeing it (frame ceil(n / 320))."""
     chunk = chunk_ms * 16
-    state, emitted_after = model.init_state(2), []
+    state, emitted_after = model.new_state(2, sample_rate=16000), []
     for start in range(0, 32000, chunk):
-        new, state = model.stream(wav[:, start : start + chunk], state)
+        model.feed(state, wav[:, start : start + chunk])
         emitted_after.append(state.frames_emitted)
     emitted_after = torch.tensor(emitted_after)
     samples = torch.arange(32000 - 1600)  # leave the tail out: its frames are emitted only by flush()
     first_frame = (samples + HOP - 1) // HOP
     call = torch.searchsorted(emitted_after, first_frame, right=True)  # first call after which it is out
-    worst = int(((call + 1) * chunk - (samples + 1)).max())
-    assert worst / 16 == bench.worst_case_latency_ms(chunk, model.config)
+    worst = int(((call + 1) * chunk - samples).max())
+    assert worst / 16 == model.timing.worst_wait_ms(chunk)
+    if chunk_ms == 20:  # sample by sample it is one block; 20 ms pieces add one piece (less one sample)
+        assert model.latency.algorithmic_latency_ms == 80 and worst == 5 * HOP - 1
 
 
 def test_flush_ends_rows_of_different_lengths_together(model):
@@ -201,27 +203,44 @@ def test_flush_ends_rows_of_different_lengths_together(model):
     torch.manual_seed(3)
     lengths = [15500, 16000, 16001, 17000, 22222]
     batch = torch.randn(len(lengths), max(lengths))  # the padding past each length is noise, not zeros
-    state = model.init_state(len(lengths))
-    outputs = []
-    for start in range(0, 16000, 5333):
-        new, state = model.stream(batch[:, start : min(start + 5333, 16000)], state)
-        outputs.append(new)
-    tail, state = model.flush(state, batch[:, 16000:], torch.tensor(lengths))
-    streamed = [torch.cat(layer, dim=1) for layer in zip(*outputs, tail)]
+    state = model.new_state(len(lengths), sample_rate=16000)
+    calls = [model.feed(state, batch[:, start : min(start + 5333, 16000)]) for start in range(0, 16000, 5333)]
+    calls.append(model.feed(state, batch[:, 16000:], last=True, valid_samples=torch.tensor(lengths)))
+    streamed = join(calls)
     for i, length in enumerate(lengths):
         with torch.no_grad():
             alone, _ = model(batch[i : i + 1, :length])
         frames = alone[0].shape[1]
-        for layer, (s, a) in enumerate(zip(streamed, alone)):
-            assert relative_error(s[i, :frames], a[0]) < 1e-4, f"row {i} layer {layer}"
-            assert not s[i, frames:].any()
+        assert streamed[i].hidden_states.shape[1] == frames  # each row stops at its own length
+        for layer, (s, a) in enumerate(zip(streamed[i].hidden_states, alone)):
+            assert relative_error(s, a[0]) < 1e-4, f"row {i} layer {layer}"
 
 
 @pytest.mark.parametrize("length", [15040, 16001])
 def test_flush_refuses_lengths_outside_what_was_emitted_and_seen(model, wav, length):
     """After 16000 samples 48 frames are out: a row needs 48 frames (15041 samples or more), and it cannot be
     longer than the samples seen."""
-    state = model.init_state(2)
-    model.stream(wav[:, :16000], state)
+    state = model.new_state(2, sample_rate=16000)
+    model.feed(state, wav[:, :16000])
     with pytest.raises(ValueError, match=r"valid_samples must be \[2\] lengths in \[15041, 16000\]"):
-        model.flush(state, None, torch.tensor([16000, length]))
+        model.flush(state, valid_samples=torch.tensor([16000, length]))
+
+
+def test_feed_takes_the_shared_piece_forms_and_refuses_the_others(model, wav):
+    """Pieces as [B, s], as B equal 1-D pieces, or one 1-D piece for one stream give the same frames; the
+    streams of a state advance and end together, so unequal pieces or mixed end flags are refused by name."""
+    as_tensor = model.new_state(2, sample_rate=16000)
+    as_list = model.new_state(2, sample_rate=16000)
+    got_tensor = model.feed(as_tensor, wav[:, :3000])
+    got_list = model.feed(as_list, [wav[0, :3000], wav[1, :3000]])
+    assert all(torch.equal(a.hidden_states, b.hidden_states) for a, b in zip(got_tensor, got_list))
+    one = model.new_state(1, sample_rate=16000)
+    assert relative_error(model.feed(one, wav[0, :3000])[0].frames, got_tensor[0].frames) < 1e-5
+    with pytest.raises(ValueError, match="equal length"):
+        model.feed(as_list, [wav[0, :10], wav[1, :20]])
+    with pytest.raises(ValueError, match="end together"):
+        model.feed(as_list, wav[:, 3000:3100], last=[True, False])
+    with pytest.raises(ValueError, match="with last=True"):
+        model.feed(as_list, wav[:, 3000:3100], valid_samples=torch.tensor([3050, 3100]))
+    with pytest.raises(ValueError, match="expects 16000 Hz"):
+        model.new_state(1, sample_rate=8000)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import torch
 
+from nemo_streaming_ssl.core.exactness import difference
 from nemo_streaming_ssl.core.fast_linear import use_fast_cpu_linears
+from nemo_streaming_ssl.core.protocol import feed_in_pieces, join
 from s3prl_upstream.wavlm import StreamingWavLM, StreamingWavLMConfig
 
 # Tiny but complete: real front end (hop 320), 2 layers, a 16-frame window so the KV cache evicts within a
@@ -53,21 +55,15 @@ def tiny_model(seed: int = 0, **changes) -> StreamingWavLM:
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+    return difference(a, b).relative
 
 
 def stream_all(model: StreamingWavLM, wav: torch.Tensor, pieces) -> tuple[list[torch.Tensor], int]:
     """Feed wav [B, S] in pieces of the given sizes (cycled), then flush. Returns (per layer [B, T, D], max KV frames)."""
-    pieces = list(pieces)
-    state = model.init_state(wav.shape[0])
-    outputs: list[list[torch.Tensor]] = [[] for _ in range(model.config.num_layers)]
-    start, i, max_cache = 0, 0, 0
-    while start < wav.shape[1]:
-        size = pieces[i % len(pieces)]
-        new, state = model.stream(wav[:, start : start + size], state)
-        start, i = start + size, i + 1
-        for out, frames in zip(outputs, new):
-            out.append(frames)
+    state = model.new_state(wav.shape[0], sample_rate=16000)
+    calls, max_cache = [], 0
+    for outputs in feed_in_pieces(model, state, wav, pieces):
+        calls.append(outputs)
         max_cache = max(max_cache, state.kv_cache_frames)
-    tail, state = model.flush(state)
-    return [torch.cat(out + [t], dim=1) for out, t in zip(outputs, tail)], max_cache
+    hidden = torch.stack([out.hidden_states for out in join(calls)], dim=1)  # [L, B, T, D]
+    return list(hidden.unbind(0)), max_cache

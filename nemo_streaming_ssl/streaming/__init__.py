@@ -14,7 +14,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "AudioInputError": ".audio_input",
-    "LatencyReport": ".latency",
+    "LatencyReport": "..core.latency",
     "WindowGeometry": ".latency",
     "algorithmic_latency": ".latency",
     "NotStreamableError": ".compat",
@@ -22,7 +22,8 @@ _EXPORTS = {
     "streaming_spec": ".compat",
     "StreamingLogMel": ".features",
     "StreamingEncoderRunner": ".runner",
-    "StreamOutput": ".runner",
+    "StreamOutput": "..core.protocol",
+    "TokenStreamOutput": ".runner",
     "StreamingState": ".state",
 }
 

@@ -26,7 +26,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -38,6 +38,8 @@ from torch import nn
 # imports anything: importing our modules adds our prefix, so from_nemo (and hubconf) restore in any interpreter.
 from .. import modules as _allow_our_targets  # noqa: F401
 from ..core.fast_linear import use_fast_cpu_linears
+from ..core.latency import FrameTiming
+from ..core.protocol import StreamOutput, cat_or_none
 from ..receptive_field import ReceptiveField
 from .attention import prepare_position_tables, use_key_value_cache
 from .audio_input import as_mono_float, check_sample_rate
@@ -46,7 +48,7 @@ from .convolution import use_channels_last_convolution
 from .encoder_step import encoder_step
 from .features import StreamingLogMel
 from .hidden_states import encoder_hidden_states
-from .latency import LatencyReport, algorithmic_latency
+from .latency import LatencyReport, frame_timing
 from .layer import use_lean_streaming_layers
 from .state import EncoderStreamState, GroupCache, KeyValueWindow, StepRecord, StreamingState, StreamState
 
@@ -54,17 +56,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class StreamOutput:
-    """What one stream emitted during one ``feed``/``flush`` call."""
+class TokenStreamOutput(StreamOutput):
+    """A NEST stream's output: the shared fields, ``hidden_states`` (L+1, T, D) if asked (the first Conformer
+    layer's input, then each layer's output, see hidden_states.py), and the token posteriors if asked."""
 
-    first_frame: int  # index of frames[0] in the stream's encoder output
-    frames: torch.Tensor  # (T, D) encoder output
-    # (T, C) or (T, C, H) NEST token log-probabilities per frame, if asked; row i is the model's
-    # prediction of token first_token + i (token k = mel frames [8k, 8k+7]; negative: no token)
+    # (T, C) or (T, C, H) NEST token log-probabilities per frame; row i is the model's prediction of token
+    # first_token + i (token k = mel frames [8k, 8k+7]; negative: no token)
     log_probs: torch.Tensor | None = None
     first_token: int | None = None
-    # (L+1, T, D) if asked: the first Conformer layer's input, then each layer's output (see hidden_states.py)
-    hidden_states: torch.Tensor | None = None
+
+    @classmethod
+    def join(cls, parts: Sequence[TokenStreamOutput]) -> TokenStreamOutput:
+        return replace(super().join(parts), log_probs=cat_or_none([p.log_probs for p in parts], 0))
 
 
 class StreamingEncoderRunner:
@@ -81,7 +84,7 @@ class StreamingEncoderRunner:
             frame then seeing (at least) this many frames back. Default: the encoder's
             ``pos_emb_max_len`` (10240 frames = 819 s in our configs), rounded down to whole attention chunks.
         posteriors: also return the decoder's token log-probabilities per frame.
-        hidden_states: also return every layer's frames (``StreamOutput.hidden_states``).
+        hidden_states: also return every layer's frames (``TokenStreamOutput.hidden_states``).
         max_chunks_per_step: when a piece completes several chunks at once, they run as one encoder
             step (same output, less overhead), up to this many.
         device: where the runner's copy of the model runs (default: where ``model`` is).
@@ -223,14 +226,17 @@ class StreamingEncoderRunner:
             attention.position_table = None
 
     @property
-    def latency(self) -> LatencyReport:
-        return algorithmic_latency(
+    def timing(self) -> FrameTiming:
+        return frame_timing(
             self.spec.geometry,
             sample_rate=self.spec.sample_rate,
             subsampling_factor=self.spec.subsampling_factor,
             chunk_frames=self.chunk_frames,
-            lookahead_frames=self.spec.lookahead_frames,
         )
+
+    @property
+    def latency(self) -> LatencyReport:
+        return self.timing.report(self.spec.lookahead_frames)
 
     # ---------------------------------------------------------------- streaming API
 
@@ -256,15 +262,18 @@ class StreamingEncoderRunner:
         )
 
     @torch.inference_mode()
-    def feed(self, state: StreamingState, pieces, *, last: bool | Sequence[bool] = False) -> list[StreamOutput]:
+    def feed(self, state: StreamingState, pieces, *, last: bool | Sequence[bool] = False) -> list[TokenStreamOutput]:
         """Add audio to each stream; return, per stream, the encoder frames that became final.
 
         Args:
             pieces: one piece per stream (1-D float samples at the state's sample rate; None or empty
-                for a stream with nothing new), or a single 1-D piece when the batch has one stream.
+                for a stream with nothing new), as a list or as the rows of a (B, s) tensor, or a single
+                1-D piece when the batch has one stream.
             last: True (or per stream) when this is the end of the stream: its remaining frames follow.
         """
-        if isinstance(pieces, torch.Tensor) and pieces.dim() == 1 or not isinstance(pieces, (list, tuple)):
+        if isinstance(pieces, torch.Tensor) and pieces.dim() == 2 and pieces.shape[0] == state.batch_size:
+            pieces = list(pieces)
+        elif isinstance(pieces, torch.Tensor) and pieces.dim() == 1 or not isinstance(pieces, (list, tuple)):
             pieces = [pieces]
         if len(pieces) != state.batch_size:
             raise ValueError(f"got {len(pieces)} pieces for a batch of {state.batch_size} streams")
@@ -288,7 +297,7 @@ class StreamingEncoderRunner:
         state.feature_seconds += time.perf_counter() - start
         return self._run_ready_steps(state)
 
-    def flush(self, state: StreamingState) -> list[StreamOutput]:
+    def flush(self, state: StreamingState) -> list[TokenStreamOutput]:
         """End every stream: emit the remaining frames exactly as the offline forward would."""
         return self.feed(state, [None] * state.batch_size, last=True)
 
@@ -307,8 +316,8 @@ class StreamingEncoderRunner:
         later = self.spec.subsampling_factor * self.chunk_frames
         return min(1 + (have - first) // later, self.max_chunks_per_step)
 
-    def _run_ready_steps(self, state: StreamingState) -> list[StreamOutput]:
-        emitted: list[list[StreamOutput]] = [[] for _ in state.streams]
+    def _run_ready_steps(self, state: StreamingState) -> list[TokenStreamOutput]:
+        emitted: list[list[TokenStreamOutput]] = [[] for _ in state.streams]
         state.last_steps = []
         while True:
             # Streams that can step together: same frames dropped from the history, same number of chunks
@@ -335,7 +344,7 @@ class StreamingEncoderRunner:
         start_mel = enc.mels_consumed - enc.history_mels.shape[1]
         return enc.frames_emitted - start_mel // self.spec.subsampling_factor
 
-    def _step(self, state: StreamingState, members: list[int], drop: int, chunks: int) -> list[StreamOutput]:
+    def _step(self, state: StreamingState, members: list[int], drop: int, chunks: int) -> list[TokenStreamOutput]:
         """``chunks`` chunks (0: the short last one) for the streams ``members``, which share ``drop``."""
         start = time.perf_counter()
         encs = [state.streams[b].encoder for b in members]
@@ -451,26 +460,24 @@ class StreamingEncoderRunner:
 
     def _output(
         self, first_frame: int, frames: torch.Tensor, log_probs: torch.Tensor | None, hidden: torch.Tensor | None = None
-    ) -> StreamOutput:
+    ) -> TokenStreamOutput:
         first_token = first_frame - self.token_frame_offset if self.posteriors else None
-        return StreamOutput(
+        return TokenStreamOutput(
             first_frame=first_frame, frames=frames, log_probs=log_probs, first_token=first_token, hidden_states=hidden
         )
 
-    def _join(self, outs: list[StreamOutput], stream: StreamState) -> StreamOutput:
+    def _join(self, outs: list[TokenStreamOutput], stream: StreamState) -> TokenStreamOutput:
         if not outs:
             empty = torch.zeros(0, self.spec.d_model, device=self.device)
             log_probs = self._no_log_probs if self.posteriors else None
             hidden = empty.expand(self.num_layers + 1, 0, -1) if self.hidden_states else None
             return self._output(stream.encoder.frames_emitted, empty, log_probs, hidden)
-        log_probs = torch.cat([o.log_probs for o in outs]) if self.posteriors else None
-        hidden = torch.cat([o.hidden_states for o in outs], dim=1) if self.hidden_states else None
-        return self._output(outs[0].first_frame, torch.cat([o.frames for o in outs]), log_probs, hidden)
+        return TokenStreamOutput.join(outs)
 
     # ---------------------------------------------------------------- reference
 
     @torch.inference_mode()
-    def offline(self, audio: torch.Tensor) -> StreamOutput:
+    def offline(self, audio: torch.Tensor) -> TokenStreamOutput:
         """The offline forward of the same model on a whole signal (samples,): the streaming target."""
         audio = as_mono_float(audio, 0, 0).to(self.device)
         length = torch.tensor([audio.numel()], device=self.device)

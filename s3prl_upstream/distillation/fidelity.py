@@ -2,7 +2,7 @@
 
 For every utterance of a manifest the teacher runs once on the whole utterance (offline, on the student's
 frame grid, see alignment.py) and the student streams it in chunks of each size, exactly as the s3prl
-hub entries do (``init_state`` / ``stream`` / ``flush``). Similarities are averaged over all frames of all
+hub entries do (``new_state`` / ``feed`` / ``flush``). Similarities are averaged over all frames of all
 utterances. The report also gives, per chunk size, the largest difference between the streamed features
 and the student's one-shot forward (0 up to float error for an exact streaming model).
 """
@@ -19,20 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nemo_streaming_ssl.core.exactness import difference
+from nemo_streaming_ssl.core.protocol import stream_audio
+
 # The chunk sizes of the streaming WavLM hub entries: _200ms ... _1000ms and _offline (10 s chunks).
 HUB_CHUNK_MS = (200, 400, 600, 800, 1000, 10000)
-
-
-def stream_in_chunks(model: nn.Module, wav: Tensor, chunk_samples: int) -> list[Tensor]:
-    """Stream wav [B, S] through the student in chunks of chunk_samples; returns per layer [B, ceil(S / 320), D]."""
-    state = model.init_state(wav.shape[0])
-    pieces: list[list[Tensor]] = []
-    for start in range(0, wav.shape[1], chunk_samples):
-        out, state = model.stream(wav[:, start : start + chunk_samples], state)
-        pieces.append(out)
-    tail, _ = model.flush(state)
-    pieces.append(tail)
-    return [torch.cat(layer, dim=1) for layer in zip(*pieces)]
 
 
 @dataclass
@@ -152,12 +143,12 @@ def fidelity_report(
         one_shot, _ = student(wav)
         frames = math.ceil(wav.shape[1] / student.config.hop_samples)
         for ms in chunk_ms:
-            streamed = stream_in_chunks(student, wav, round(ms * sample_rate / 1000))
-            if streamed[0].shape[1] != frames:
-                raise RuntimeError(f"{path}: {ms} ms chunks gave {streamed[0].shape[1]} frames, expected {frames}")
-            for k, (s, t) in enumerate(zip(streamed, targets)):
-                report.sums[ms][k].add(s[0], t[0])
-            diff = max((s - o).abs().max().item() for s, o in zip(streamed, one_shot))
+            streamed = stream_audio(student, wav[0], round(ms * sample_rate / 1000), sample_rate=sample_rate)[0]
+            if streamed.frames.shape[0] != frames:
+                raise RuntimeError(f"{path}: {ms} ms chunks gave {streamed.frames.shape[0]} frames, expected {frames}")
+            for k, (s, t) in enumerate(zip(streamed.hidden_states, targets)):
+                report.sums[ms][k].add(s, t[0])
+            diff = difference(list(streamed.hidden_states), [o[0] for o in one_shot]).max_abs
             report.max_abs_diff_vs_one_shot[ms] = max(report.max_abs_diff_vs_one_shot[ms], diff)
         report.num_utterances += 1
     return report

@@ -29,6 +29,10 @@ from typing import Any, Mapping
 
 import yaml
 
+from nemo_streaming_ssl.core.latency import FrameTiming
+
+SAMPLE_RATE = 16000  # the WavLM front end's rate: 320-sample frames are 20 ms
+
 
 class ModelConfigError(ValueError):
     """A model configuration is invalid or ambiguous. The message names the source, the key and the fix."""
@@ -115,6 +119,13 @@ class StreamingWavLMConfig:
     def block_frames(self) -> int:
         """Frames per attention block: the frame itself plus its lookahead."""
         return self.lookahead_size + 1
+
+    @property
+    def frame_timing(self) -> FrameTiming:
+        """Frame t can be computed once samples 0..320 t are in hand, and stands for the samples it is the first
+        frame to see, (320 (t - 1), 320 t]; blocks leave whole (nemo_streaming_ssl.core.latency)."""
+        return FrameTiming(sample_rate=SAMPLE_RATE, frame_samples=self.hop_samples, chunk_frames=self.block_frames,
+                           ready_offset_samples=1, start_offset_samples=1 - self.hop_samples)
 
     @property
     def receptive_field_samples(self) -> int:

@@ -10,21 +10,24 @@ the input therefore gives the one-shot causal forward's frames.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import Tensor, nn
 
-from .config import StreamingWavLMConfig
 from nemo_streaming_ssl.core.kv_window import KeyValueWindow
+from nemo_streaming_ssl.core.latency import FrameTiming, LatencyReport
+from nemo_streaming_ssl.core.protocol import StreamOutput
 
+from .config import SAMPLE_RATE, StreamingWavLMConfig
 from .encoder import TransformerEncoder
 from .frontend import FeatureExtractor
 
 
 @dataclass
 class StreamingState:
-    """Everything a stream carries between calls (one object per stream batch; see StreamingWavLM.stream).
+    """Everything a batch of streams carries between calls (see StreamingWavLM.feed).
 
     Every tensor in it is batch-first, so rows can be selected (e.g. to flush one utterance early).
     """
@@ -121,11 +124,23 @@ class StreamingWavLM(nn.Module):
         hidden, _ = self.encoder(x, first_frame=0, frame_limits=limits, caches=None, keep_frames=0)
         return hidden, frame_lengths
 
-    # ---------------------------------------------------------------- streaming
-    def init_state(self, batch_size: int = 1) -> StreamingState:
-        """A fresh stream of ``batch_size`` utterances advancing together."""
+    # ---------------------------------------------------------------- streaming (nemo_streaming_ssl.core.protocol)
+    @property
+    def timing(self) -> FrameTiming:
+        return self.config.frame_timing
+
+    @property
+    def latency(self) -> LatencyReport:
+        return self.timing.report(self.config.lookahead_size)
+
+    def new_state(self, batch_size: int = 1, *, sample_rate: int) -> StreamingState:
+        """A fresh batch of ``batch_size`` streams of audio at ``sample_rate`` (16 kHz) advancing together."""
         if not self.config.causal:
             raise ValueError("a non-causal model (causal: false) cannot stream; use forward() on whole utterances")
+        if sample_rate != SAMPLE_RATE:
+            raise ValueError(f"audio at {sample_rate} Hz, the model expects {SAMPLE_RATE} Hz: resample first")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         param = self.feature_proj.weight
         return StreamingState(
             batch_size=batch_size,
@@ -137,57 +152,94 @@ class StreamingWavLM(nn.Module):
         )
 
     @torch.no_grad()
-    def stream(self, piece: Tensor, state: StreamingState) -> tuple[list[Tensor], StreamingState]:
-        """Feed ``piece`` [B, s] (any s >= 0). Returns (per layer [B, t, D] newly final frames, state);
-        t is a multiple of the block size (possibly 0). The state is updated in place and returned."""
-        self._check_stream(state)
-        self._take(piece, state)
-        cfg = self.config
-        frames_available = math.ceil(state.samples_seen / cfg.hop_samples)
-        if frames_available - state.frames_emitted < cfg.block_frames:
-            return self._no_frames(state), state
-        return self._advance(state, final=False), state
+    def feed(self, state: StreamingState, pieces, *, last: bool | Sequence[bool] = False,
+             valid_samples: Tensor | None = None) -> list[StreamOutput]:
+        """Feed the next samples of every stream: ``pieces`` [B, s] (any s >= 0; also a list of B equal-length
+        1-D pieces, or one 1-D piece for one stream). Returns per stream the frames that became final: whole
+        blocks, or with ``last`` every frame left (the state is then spent).
 
-    @torch.no_grad()
-    def flush(self, state: StreamingState, piece: Tensor | None = None, valid_samples: Tensor | None = None
-              ) -> tuple[list[Tensor], StreamingState]:
-        """End of stream: feed the last samples ``piece`` [B, s] (None: none) and return (per layer [B, t, D]
-        every frame not emitted yet, state); t < C without a piece. The state is spent.
-
-        valid_samples: [B] each row's utterance length in samples from the stream start (None: all samples
-        seen), so rows ending at different points of ``piece`` flush together: row b's frames from
-        ceil(valid_samples[b] / 320) on are zero and no valid frame sees them (the front end is causal and
-        the attention limits each row, as the one-shot forward with lengths does). No frame already emitted
-        may lie past a row's end (ValueError), hence the piece: stream() would emit its blocks unlimited.
+        The streams of a state advance together, so ``last`` ends all of them (end some earlier with
+        ``state.select``). valid_samples (with ``last``): [B] each stream's length in samples from its start
+        (None: all samples seen), so rows ending at different points of the last piece end together: row b
+        gets the frames before ceil(valid_samples[b] / 320) only, and no frame of it sees samples past its end
+        (the front end is causal and the attention limits each row, as the one-shot forward with lengths
+        does). No frame already emitted may lie past a row's end (ValueError), hence the piece: without
+        ``last`` its blocks would be emitted unlimited.
         """
         self._check_stream(state)
+        piece = self._as_batch(pieces, state)
+        last = self._all_or_none(last, state)
+        if not last:
+            if valid_samples is not None:
+                raise ValueError("valid_samples ends the streams: give it with last=True")
+            self._take(piece, state)
+            frames_available = math.ceil(state.samples_seen / self.config.hop_samples)
+            if frames_available - state.frames_emitted < self.config.block_frames:
+                return self._outputs(state.frames_emitted, self._no_frames(state))
+            first_frame = state.frames_emitted
+            return self._outputs(first_frame, self._advance(state, final=False))
         frame_limits = None
         if valid_samples is not None:
             valid_samples = torch.as_tensor(valid_samples).to(torch.long)
-            samples_seen = state.samples_seen + (0 if piece is None else piece.shape[-1])
+            samples_seen = state.samples_seen + piece.shape[-1]
             frame_limits = self.frame_lengths(valid_samples)
             if (valid_samples.shape != (state.batch_size,) or bool((valid_samples > samples_seen).any())
                     or bool((frame_limits < state.frames_emitted).any())):
                 shortest = max(0, self.config.hop_samples * (state.frames_emitted - 1) + 1)  # no emitted frame past it
                 raise ValueError(f"valid_samples must be [{state.batch_size}] lengths in [{shortest}, {samples_seen}] "
                                  f"samples ({state.frames_emitted} frames emitted), got {valid_samples.tolist()}")
-        if piece is not None:
-            self._take(piece, state)
+        self._take(piece, state)
+        first_frame = state.frames_emitted
         tail = self._advance(state, final=True, frame_limits=frame_limits)
         state.finished = True
-        return tail, state
+        return self._outputs(first_frame, tail, frame_limits)
+
+    def flush(self, state: StreamingState, *, valid_samples: Tensor | None = None) -> list[StreamOutput]:
+        """End of stream: every frame not emitted yet (fewer than a block), as the one-shot forward gives it."""
+        return self.feed(state, None, last=True, valid_samples=valid_samples)
+
+    def _as_batch(self, pieces, state: StreamingState) -> Tensor:
+        """The pieces of ``feed`` as one float tensor [B, s] (None: no samples)."""
+        if pieces is None:
+            return state.sample_buffer.new_zeros(state.batch_size, 0)
+        if isinstance(pieces, (list, tuple)):
+            if len({p.shape for p in pieces}) > 1:
+                raise ValueError("the streams of one state advance together: give pieces of equal length, got "
+                                 f"{[tuple(p.shape) for p in pieces]}")
+            pieces = torch.stack(list(pieces))
+        elif isinstance(pieces, Tensor) and pieces.dim() == 1 and state.batch_size == 1:
+            pieces = pieces[None]
+        if not isinstance(pieces, Tensor) or pieces.dim() != 2 or pieces.shape[0] != state.batch_size \
+                or not pieces.is_floating_point():
+            shape = tuple(pieces.shape) if isinstance(pieces, Tensor) else type(pieces).__name__
+            raise ValueError(f"pieces must be a float tensor [{state.batch_size}, samples], got {shape}")
+        return pieces
+
+    @staticmethod
+    def _all_or_none(last: bool | Sequence[bool], state: StreamingState) -> bool:
+        if isinstance(last, bool):
+            return last
+        if len(last) != state.batch_size or len(set(last)) > 1:
+            raise ValueError(f"the streams of one state end together: give last=True or False for all "
+                             f"{state.batch_size} (end some earlier with state.select(rows)), got {list(last)}")
+        return bool(last[0])
+
+    def _outputs(self, first_frame: int, layers: list[Tensor], frame_limits: Tensor | None = None
+                 ) -> list[StreamOutput]:
+        """Per stream: layers (L x [B, t, D]) as StreamOutputs, each cut at its row's frame limit."""
+        hidden = torch.stack(layers)  # [L, B, t, D]
+        counts = [hidden.shape[2]] * hidden.shape[1] if frame_limits is None else \
+            (frame_limits - first_frame).clamp(0, hidden.shape[2]).tolist()
+        return [StreamOutput(first_frame, hidden[-1, b, :n], hidden[:, b, :n]) for b, n in enumerate(counts)]
 
     def _check_stream(self, state: StreamingState) -> None:
         if not self.config.causal:
             raise ValueError("a non-causal model (causal: false) cannot stream; use forward() on whole utterances")
         if state.finished:
-            raise ValueError("this stream was flushed; start a new one with init_state()")
+            raise ValueError("this stream was flushed; start a new one with new_state()")
 
     def _take(self, piece: Tensor, state: StreamingState) -> None:
         """Append ``piece`` [B, s] to the samples waiting for the front end."""
-        if piece.dim() != 2 or piece.shape[0] != state.batch_size or not piece.is_floating_point():
-            raise ValueError(f"piece must be a float tensor [{state.batch_size}, samples], got "
-                             f"{tuple(piece.shape)} {piece.dtype}")
         state.sample_buffer = torch.cat([state.sample_buffer, piece.to(state.sample_buffer)], dim=1)
         state.samples_seen += piece.shape[1]
 
