@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nemo_streaming_ssl.bench_tables import marked_tables, render, tables_of, update_doc
+from nemo_streaming_ssl.bench_tables import RESULT_BLOCK, marked_tables, render, tables_of, update_doc
 
 from .script_loader import load_script
 
@@ -121,4 +121,16 @@ def test_latency_table_is_computed_from_the_models():
     assert "<!-- latency -->" in text
     assert update_doc(text) == text, "run python scripts/render_bench_tables.py --update docs/streaming_core.md"
     typed = text.replace("| 412.5 ms |", "| 400 ms |", 1)
+    assert typed != text and update_doc(typed) == text
+
+
+def test_experiment_tables_are_formatted_from_their_results_json():
+    """STREAMING_NEST.md's SSL-benefit and payoff tables are the experiments' own format_table of the summary in
+    their committed JSON (docs/ssl_benefit/); a digit typed over is caught."""
+    text = (REPO / "STREAMING_NEST.md").read_text()
+    blocks = RESULT_BLOCK.findall(text)
+    assert [table for table, _ in blocks] == ["ssl_benefit"] * 4 + ["payoff"] * 2
+    assert all((REPO / path).is_file() and path.startswith("docs/ssl_benefit/") for _, path in blocks)
+    assert update_doc(text) == text, "run python scripts/render_bench_tables.py --update STREAMING_NEST.md"
+    typed = text.replace("0.696 ±0.025", "0.796 ±0.025", 1)
     assert typed != text and update_doc(typed) == text

@@ -283,8 +283,9 @@ def format_table(summary: dict[str, dict], chance: float) -> str:
             cells.append(f"{v['mean']:.3f} ±{v['std']:.3f} [{v['min']:.3f}, {v['max']:.3f}]")
         loss = row.get("val_loss_after")
         loss_cell = f"{loss['mean']:.3f} ±{loss['std']:.3f}" if loss else "-"
-        entropy = row["target_entropy_nats"]["mean"]
-        lines.append(f"{arm:<{width}}{row['runs']:>5}  {cells[0]:<30}{cells[1]:<30}{loss_cell:<16}{entropy:<13.3f}")
+        entropy = row.get("target_entropy_nats")  # absent from results written before the column existed
+        entropy_cell = f"{entropy['mean']:.3f}" if entropy else "-"
+        lines.append(f"{arm:<{width}}{row['runs']:>5}  {cells[0]:<30}{cells[1]:<30}{loss_cell:<16}{entropy_cell:<13}")
     lines.append(f"accuracy: mean ±std [min, max] over runs (pretraining seeds); chance {chance:.3f}")
     lines.append(
         "val loss: masked-token cross-entropy after pretraining (nats); token entropy: unigram entropy of the "
