@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from nemo_streaming_ssl.core.protocol import join
 from nemo_streaming_ssl.streaming.hidden_states import encoder_hidden_states
 from nemo_streaming_ssl.streaming.runner import StreamingEncoderRunner
 from s3prl_upstream.expert import SAMPLE_RATE, TASK_KEYS
@@ -85,11 +86,8 @@ class StreamingNESTExpert(nn.Module):
         piece = runner.chunk_frames * self.frame_samples
         lengths = [wav.shape[0] for wav in wavs]
         state = runner.new_state(len(wavs), sample_rate=SAMPLE_RATE)
-        frames: list[list[Tensor]] = [[] for _ in wavs]  # per utterance: (L+1, t, D) per feed
-        for start in range(0, max(lengths), piece):
-            end = start + piece
-            outputs = runner.feed(state, [wav[start:end] for wav in wavs], last=[n <= end for n in lengths])
-            for kept, out in zip(frames, outputs):
-                kept.append(out.hidden_states)
-        per_utterance = [torch.cat(kept, dim=1).transpose(0, 1) for kept in frames]  # (T_i, L+1, D)
+        calls = [runner.feed(state, [wav[start : start + piece] for wav in wavs],
+                             last=[n <= start + piece for n in lengths])
+                 for start in range(0, max(lengths), piece)]
+        per_utterance = [out.hidden_states.transpose(0, 1) for out in join(calls)]  # (T_i, L+1, D)
         return list(pad_sequence(per_utterance, batch_first=True).permute(2, 0, 1, 3).unbind(0))
