@@ -251,6 +251,7 @@ def render_result(table: str, path: str | Path) -> str:
     from .evaluation import benefit, payoff
 
     run = json.loads((REPO_ROOT / path).read_text())
+    run = run.get("results", run)  # the benchmark envelope (bench.py); results written before it are flat
     formats = {"ssl_benefit": lambda: benefit.format_table(run["summary"], run["task"]["chance"]),
                "payoff": lambda: payoff.format_table(run["summary"])}
     if table not in formats:

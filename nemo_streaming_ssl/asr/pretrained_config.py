@@ -125,6 +125,13 @@ def finetune_module_configs(
     preprocessor = merge_module_config(
         "preprocessor", pretrained_model_cfg["preprocessor"], preprocessor_overrides, TUNABLE_PREPROCESSOR_KEYS
     )
+    fixed_map = "nemo_streaming_ssl.modules.FixedNormMelSpectrogramPreprocessor"
+    if "fixed_mean" in preprocessor and not is_base_class(fixed_map, preprocessor._target_):
+        # A base class would drop the pretrained model's fixed input map (model.input_normalize: fixed).
+        raise PretrainedMismatchError(
+            f"model.preprocessor._target_: {preprocessor._target_} cannot apply the fixed input normalization "
+            f"(fixed_mean/fixed_std) {source} was pretrained with; drop the key (keep {fixed_map})"
+        )
     problems = streaming_problems(encoder, preprocessor)
     if problems:
         raise PretrainedMismatchError(

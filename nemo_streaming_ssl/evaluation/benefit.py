@@ -162,10 +162,12 @@ def token_entropy_nats(model, clips: list[np.ndarray]) -> dict[str, float]:
     counts = torch.zeros(int(model.cfg.num_classes))
     for clip in clips:
         audio = torch.from_numpy(clip).unsqueeze(0)
-        feats, feat_len = model.preprocessor(input_signal=audio, length=torch.tensor([len(clip)]))
         steps = model.encoder.subsampling_factor
-        if model.streaming:
+        if model.streaming:  # the quantizer's own input: raw log-mels (no fixed input map), target_normalize
+            feats, feat_len = model.target_log_mels(audio, torch.tensor([len(clip)]))
             feats = model._target_features(feats, feat_len)
+        else:
+            feats, feat_len = model.preprocessor(input_signal=audio, length=torch.tensor([len(clip)]))
         whole = int(feat_len[0]) // steps * steps
         _, tokens = model.quantizer(input_signal=feats[:, :, :whole])
         counts += torch.bincount(tokens.reshape(-1), minlength=counts.numel()).float()

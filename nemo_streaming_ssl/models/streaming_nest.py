@@ -17,6 +17,7 @@ from nemo.core.classes.common import typecheck
 from ..modules import MultiLatencyConformerEncoder
 from ..receptive_field import ReceptiveField, same_index_frames, token_prediction_frames
 from .config_checks import check_streaming_config, check_target_alignment
+from .input_normalize import apply_input_normalize
 from .lhotse_audio import ManifestParityLhotseAudioNoiseDataset
 
 
@@ -28,6 +29,8 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
     * the config is checked for streaming safety before anything is built (``StreamingConfigError``);
     * targets are the quantized clean features, utterance-normalized only for the quantizer if
       ``model.target_normalize`` says so, cut to whole tokens (any feature length works);
+    * with ``model.input_normalize.type: fixed`` the encoder (only) sees log-mels mapped per mel bin by constant
+      corpus statistics (``FixedNormMelSpectrogramPreprocessor``), estimated from ``train_ds`` when not given;
     * token k is predicted by the encoder frame given by ``token_prediction_frames`` for the attention
       context the encoder used for this batch (the pair drawn in multi-latency training); with
       ``model.target_alignment: same_index`` (an ablation) by frame k instead (``same_index_frames``);
@@ -45,6 +48,7 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
         if not isinstance(cfg, DictConfig):
             cfg = OmegaConf.create(cfg)
         check_target_alignment(cfg)
+        cfg = apply_input_normalize(cfg)  # before NeMo builds the preprocessor from cfg
         if cfg.get("streaming", True):
             check_streaming_config(cfg)  # refuse before building anything
         super().__init__(cfg, trainer)
@@ -81,6 +85,14 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
         enc = self.encoder
         pair = enc.current_att_context_size if isinstance(enc, MultiLatencyConformerEncoder) else enc.att_context_size
         return ReceptiveField.from_att_context(pair, enc.att_context_style, enc.subsampling_factor, enc.n_layers)
+
+    def target_log_mels(self, signal: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean log-mels for the quantizer: without the fixed input map (model.input_normalize), which is
+        the encoder's; the targets are normalized by model.target_normalize only."""
+        log_mel = getattr(self.preprocessor, "log_mel", None)  # FixedNormMelSpectrogramPreprocessor
+        if log_mel is not None:
+            return log_mel(signal, length)
+        return self.preprocessor(input_signal=signal, length=length)
 
     def _target_features(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, D, T) clean features -> (B, D, K*f) quantizer input, K = T // f whole tokens."""
@@ -163,9 +175,7 @@ class StreamingNESTModel(EncDecDenoiseMaskedTokenPredModel):
                 **passthrough,
             )
         if processed_signal is None:
-            processed_signal, processed_signal_length = self.preprocessor(
-                input_signal=input_signal, length=input_signal_length
-            )
+            processed_signal, processed_signal_length = self.target_log_mels(input_signal, input_signal_length)
         outputs = super().forward(
             processed_signal=self._target_features(processed_signal, processed_signal_length),
             processed_signal_length=processed_signal_length,

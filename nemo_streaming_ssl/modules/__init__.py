@@ -3,6 +3,7 @@
 from nemo.core.classes import common as _nemo_common
 
 from .encoder import MultiLatencyConformerEncoder
+from .input_norm import FixedNormMelSpectrogramPreprocessor
 from .loss import MaskedTokenPredLoss
 from .masking import CausalBlockMasking
 
@@ -12,4 +13,9 @@ from .masking import CausalBlockMasking
 if "nemo_streaming_ssl." not in _nemo_common.ALLOWED_TARGET_PREFIXES:
     _nemo_common.ALLOWED_TARGET_PREFIXES.append("nemo_streaming_ssl.")
 
-__all__ = ["CausalBlockMasking", "MaskedTokenPredLoss", "MultiLatencyConformerEncoder"]
+__all__ = [
+    "CausalBlockMasking",
+    "FixedNormMelSpectrogramPreprocessor",
+    "MaskedTokenPredLoss",
+    "MultiLatencyConformerEncoder",
+]

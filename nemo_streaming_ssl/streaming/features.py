@@ -7,11 +7,13 @@ part of the signal its analysis window touches has arrived. At the end of the st
 zeros exactly as the centred STFT does, and emit the remaining frames up to NeMo's ``seq_len``.
 
 Per-utterance normalisation (``normalize: per_feature`` / ``all_features``) needs the whole signal
-and is refused by :mod:`nemo_streaming_ssl.streaming.compat`; ``NA`` and fixed mean/std stream.
+and is refused by :mod:`nemo_streaming_ssl.streaming.compat`; ``NA`` and fixed mean/std stream, as does the
+fixed per-mel-bin map of ``FixedNormMelSpectrogramPreprocessor`` (``feature_map``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,15 +43,23 @@ class StreamingLogMel:
 
     Args:
         featurizer: the model's ``preprocessor.featurizer`` (eval mode: no dither, no augmentation).
+        feature_map: a frame-local map the preprocessor applies after the featurizer, on (..., D, T)
+            (``FixedNormMelSpectrogramPreprocessor.normalize_features``); see :meth:`for_preprocessor`.
     """
 
-    def __init__(self, featurizer: FilterbankFeatures):
+    def __init__(self, featurizer: FilterbankFeatures, feature_map: Callable[[torch.Tensor], torch.Tensor] | None = None):
         problems = featurizer_problems(featurizer)
         if problems:
             raise NotStreamableError("these features cannot be streamed exactly:\n  - " + "\n  - ".join(problems))
         self.featurizer = featurizer
         self.geometry = window_geometry(featurizer)
         self.num_mels = featurizer.nfilt
+        self.feature_map = feature_map
+
+    @classmethod
+    def for_preprocessor(cls, preprocessor) -> StreamingLogMel:
+        """The features of a NeMo mel preprocessor, its fixed input map (if any) included."""
+        return cls(preprocessor.featurizer, getattr(preprocessor, "normalize_features", None))
 
     def new_state(self, device: torch.device | str = "cpu") -> FeatureStreamState:
         return FeatureStreamState(buffer=torch.zeros(self.geometry.pad_samples, device=device))
@@ -138,4 +148,6 @@ class StreamingLogMel:
                 x = torch.log(torch.clamp(x, min=guard))
         if fz.normalize:  # only frame-local kinds get here (NA, fixed mean/std): see compat.py
             x, _, _ = normalize_batch(x, torch.tensor([x.size(-1)]), normalize_type=fz.normalize)
+        if self.feature_map is not None:  # the same code as the preprocessor's offline forward: same numbers
+            x = self.feature_map(x)
         return x[0]

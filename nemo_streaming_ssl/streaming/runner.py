@@ -116,7 +116,7 @@ class StreamingEncoderRunner:
             self._select_att_context(list(att_context_size))
         self.spec: StreamingSpec = streaming_spec(self, name=type(model).__name__)
         self.device = next(self.encoder.parameters()).device
-        self.features = StreamingLogMel(self.preprocessor.featurizer)
+        self.features = StreamingLogMel.for_preprocessor(self.preprocessor)
         self.chunk_frames = self._resolve_chunk(chunk_frames, chunk_ms, min_chunk_ms)
         self.att_cache_frames = self._resolve_att_cache(max_left_context_frames)
         self.posteriors = posteriors
