@@ -38,6 +38,7 @@ from torch import nn
 # imports anything: importing our modules adds our prefix, so from_nemo (and hubconf) restore in any interpreter.
 from .. import modules as _allow_our_targets  # noqa: F401
 from ..core.fast_linear import use_fast_cpu_linears
+from ..core.kv_window import KeyValueWindow
 from ..core.latency import FrameTiming
 from ..core.protocol import StreamOutput, cat_or_none
 from ..receptive_field import ReceptiveField
@@ -50,7 +51,7 @@ from .features import StreamingLogMel
 from .hidden_states import encoder_hidden_states
 from .latency import LatencyReport, frame_timing
 from .layer import use_lean_streaming_layers
-from .state import EncoderStreamState, GroupCache, KeyValueWindow, StepRecord, StreamingState, StreamState
+from .state import EncoderStreamState, GroupCache, StepRecord, StreamingState, StreamState
 
 log = logging.getLogger(__name__)
 
