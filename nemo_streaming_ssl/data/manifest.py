@@ -105,14 +105,18 @@ def manifest_items(path: str | Path) -> Iterator[tuple[int, str, dict]]:
             yield line_no, where, item
 
 
+def audio_path(manifest: str | Path, audio_filepath: str) -> Path:
+    """A manifest line's audio path, absolute: a relative one is relative to the manifest's folder (as NeMo reads it)."""
+    audio = Path(audio_filepath)
+    return audio if audio.is_absolute() else Path(manifest).parent / audio
+
+
 def read_manifest(path: str | Path) -> list[ManifestEntry]:
     """Parse a manifest without touching the audio. Paths come back absolute."""
     path = Path(path)
     entries = []
     for line_no, _, item in manifest_items(path):
-        audio = Path(item["audio_filepath"])
-        if not audio.is_absolute():
-            audio = path.parent / audio
+        audio = audio_path(path, item["audio_filepath"])
         entries.append(ManifestEntry(str(audio), float(item["duration"]), str(item.get("text", "")), line_no))
     if not entries:
         raise ManifestError(f"{path}: empty manifest (no utterances)")

@@ -8,13 +8,14 @@ A constant affine map per mel bin, ``(log_mel - fixed_mean) / fixed_std``, strea
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from nemo.collections.asr.modules import AudioToMelSpectrogramPreprocessor
+
+from ..data.manifest import audio_path, manifest_items
 
 
 def check_fixed_stats(fixed_mean, fixed_std, num_features: int, where: str = "model.preprocessor") -> tuple[list[float], list[float]]:
@@ -75,11 +76,9 @@ class FixedNormMelSpectrogramPreprocessor(AudioToMelSpectrogramPreprocessor):
 
 
 def _manifest_entries(paths: Sequence[str]) -> list[dict]:
-    entries = []
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            entries += [json.loads(line) for line in f if line.strip()]
-    return entries
+    """Every line of the manifests (checked as pretraining checks them), audio paths made absolute."""
+    return [{**item, "audio_filepath": str(audio_path(path, item["audio_filepath"]))}
+            for path in paths for _, _, item in manifest_items(path)]
 
 
 @torch.no_grad()
